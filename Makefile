@@ -1,0 +1,30 @@
+# `make run` and `make test` work on a fresh clone: they create .venv with the
+# machine's python3 when it is missing and reinstall when pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-all bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/paracrine demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/forward.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
