@@ -1,0 +1,16 @@
+"""Geometry of paracrine: meshes and voxel grids, generators, I/O, host precompute.
+
+Everything here is NumPy and runs once on the host; the solver sees arrays only.
+"""
+
+from .discretise import GridDiscretisation, MeshDiscretisation, discretise
+from .errors import GeometryError
+from .generators import box_grid, box_mesh, boundary_facets, halfspace
+from .grid import Grid
+from .io import read, write
+from .mesh import Mesh
+
+__all__ = [
+    "GeometryError", "Grid", "GridDiscretisation", "Mesh", "MeshDiscretisation", "boundary_facets",
+    "box_grid", "box_mesh", "discretise", "halfspace", "read", "write",
+]
