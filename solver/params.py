@@ -1,0 +1,36 @@
+"""The numbers of a model: a traced pytree, apart from the static `Model`."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .profiles import AbstractProfile
+
+
+def _arr(x):
+    return jnp.asarray(x, dtype=jnp.result_type(float))
+
+
+class Params(eqx.Module):
+    """Parameters in internal units (mm, s, pg).
+
+    D:       (S, R) diffusivity of factor s in region r, mm^2/s.
+    decay:   (S,) first-order loss k_s, 1/s (ln 2 / half-life).
+    uptake:  (S, R) linear uptake u_sr by region, 1/s.
+    sources: one profile per source of the model (rates in pg/s per site).
+
+    Every leaf is an array, so one compiled program serves every value and
+    `jax.grad` / `jax.vmap` apply to Params directly.
+    """
+
+    D: jax.Array = eqx.field(converter=_arr)
+    decay: jax.Array = eqx.field(converter=_arr)
+    uptake: jax.Array = eqx.field(converter=_arr)
+    sources: tuple = ()
+
+    def __check_init__(self):
+        for p in self.sources:
+            if not isinstance(p, AbstractProfile):
+                raise TypeError(f"Params.sources holds profiles (Constant, Exponential, ...), got {type(p).__name__}")

@@ -1,0 +1,209 @@
+"""`simulate`: the front door of the solver.
+
+One step of length h is the Strang splitting
+
+    c <- R(h/2) D(h) R(h/2) c
+
+of the exact pointwise reactions R (decay, uptake, sources; see reactions.py)
+and a diffusion stepper D (see steppers.py): second order when D is.
+The host plans the steps (save times are hit exactly) and, for explicit
+steppers, the stability; the compiled program is a scan over save intervals
+of a scan over checkpointed steps, so reverse-mode memory grows with the
+number of steps, not with stages or CG iterations.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .model import Model
+from .params import Params
+from .reactions import react
+from .steppers import AbstractStepper, make_stepper
+
+SUCCESS, UNSTABLE, CG_FAILED, NONFINITE = 0, 1, 2, 3
+STATUS_MESSAGES = {
+    SUCCESS: "success",
+    UNSTABLE: "time step past the explicit stepper's stability limit for these parameters",
+    CG_FAILED: "conjugate gradients did not converge within maxiter",
+    NONFINITE: "non-finite values in the solution",
+}
+
+#: Number of times the compiled program was traced, by stepper name (tests use it to show no retracing).
+TRACE_COUNT: collections.Counter = collections.Counter()
+
+
+class Solution(eqx.Module):
+    """ts: save times (T,); ys: observe(c, t) at each save time (leading axis T);
+    final: the state at t_end (S, *shape); stats: steps, stages, cg_iterations;
+    budget: cumulative amounts per factor (secreted, decayed, taken_up) when requested;
+    status: 0 on success, else a key of STATUS_MESSAGES (an array, so it survives jit and vmap)."""
+
+    ts: jax.Array
+    ys: object
+    final: jax.Array
+    stats: dict
+    budget: dict | None
+    status: jax.Array
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.all(np.asarray(self.status) == SUCCESS))
+
+    @property
+    def message(self) -> str:
+        codes = sorted(set(np.asarray(self.status).reshape(-1).tolist()))
+        return "; ".join(STATUS_MESSAGES[int(c)] for c in codes)
+
+
+def _plan(t_end, dt, save_at):
+    """Intervals between save points: steps per interval and their length (hit every save time exactly)."""
+    for key, v in (("t_end", t_end), ("dt", dt)):
+        if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{key} = {v!r}; allowed: a finite number > 0 (s)")
+    save = np.atleast_1d(np.asarray([t_end] if save_at is None else save_at, dtype=float))
+    if save.ndim != 1 or save.size == 0:
+        raise ValueError(f"save_at must be a non-empty 1-D list of times, got shape {save.shape}")
+    if not np.all(np.isfinite(save)) or np.any(save < 0) or np.any(save > t_end * (1 + 1e-12)):
+        bad = save[~(np.isfinite(save) & (save >= 0) & (save <= t_end * (1 + 1e-12)))][0]
+        raise ValueError(f"save_at contains {bad!r}; allowed: times in [0, t_end = {t_end}] s")
+    if np.any(np.diff(save) <= 0):
+        raise ValueError(f"save_at must be strictly increasing, got {save.tolist()}")
+    points = save if save[-1] >= t_end * (1 - 1e-12) else np.append(save, t_end)
+    starts = np.concatenate([[0.0], points[:-1]])
+    lengths = points - starts
+    n = np.where(lengths > 0, np.ceil(lengths / dt * (1 - 1e-12)), 0).astype(np.int64)
+    h = np.where(n > 0, lengths / np.maximum(n, 1), 0.0)
+    return save, starts, h, n
+
+
+def _is_traced(tree) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+@eqx.filter_jit
+def spectral_bound(model: Model, params: Params):
+    """Upper bound (S,) on the spectral radius of M^{-1} K(D) per factor."""
+    return model.space.rate_bound(model.space.conductances(params.D))
+
+
+def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=None, method="rkl2",
+             observe: Callable | None = None, c0=None, budget: bool = False, checkpoint: bool = True,
+             unroll: int = 1) -> Solution:
+    """Integrate the model from c0 (default zero) to t_end.
+
+    t_end, dt, save_at: seconds; save intervals are cut into equal steps no longer than dt.
+    method: "rkl2" (default), "cn", "euler" or a stepper instance (RKL2(s=...), CrankNicolson(tol=...)).
+    observe: f(c, t) -> pytree saved at each save time instead of the full field c (S, *shape).
+    budget: also return cumulative secreted, decayed and taken-up amounts per factor.
+    c0: initial state (S, *shape); the equations are linear, so signed data (verification
+    modes) are accepted; non-negative data stay non-negative under the reactions.
+
+    Under jax.jit / vmap / grad the stage count of RKL2 cannot be read from traced
+    parameters: pass method=RKL2(s=...) (see `solver.rkl2_stages`) or call simulate
+    outside the transformation. A step that a traced parameter value makes unstable
+    is reported in `Solution.status`.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"simulate needs a solver.Model, got {type(model).__name__}")
+    if not isinstance(params, Params):
+        raise TypeError(f"simulate needs solver.Params, got {type(params).__name__}")
+    model.check(params)
+    stepper = make_stepper(method)
+    save, starts, h, n = _plan(float(t_end), float(dt), save_at)
+    if not _is_traced(params):
+        rho = float(jnp.max(spectral_bound(model, params)))
+        stepper = stepper.plan(rho, float(h.max()))
+    elif stepper.stages == 0:
+        raise ValueError("RKL2 needs a fixed stage count when params are traced (inside jit/vmap/grad): "
+                         "pass method=solver.RKL2(s=solver.rkl2_stages(dt * rho)) with rho from "
+                         "solver.spectral_bound(model, params) computed outside the transformation")
+    dtype = params.D.dtype
+    if c0 is None:
+        c0 = jnp.zeros(model.state_shape, dtype)
+    else:
+        c0 = jnp.asarray(c0, dtype)
+        if c0.shape != model.state_shape:
+            raise ValueError(f"c0 has shape {c0.shape}; the model needs {model.state_shape} (factors, *space)")
+        if not _is_traced(c0):
+            arr = np.asarray(c0)
+            if not np.all(np.isfinite(arr)):
+                idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+                raise ValueError(f"c0{list(idx)} = {arr[idx]}; allowed: finite values")
+    uniform = bool(np.all(n == n.max()))
+    ys, final, stats, bud, status = _run(model, params, c0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
+                                         jnp.asarray(n, jnp.int32), stepper=stepper, n_max=int(n.max()),
+                                         uniform=uniform, observe=observe, budget=budget,
+                                         checkpoint=checkpoint, n_saves=len(save), unroll=unroll)
+    return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, stats=stats, budget=bud if budget else None,
+                    status=status)
+
+
+@eqx.filter_jit
+def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform, observe, budget,
+         checkpoint, n_saves, unroll):
+    TRACE_COUNT[type(stepper).__name__] += 1
+    space = model.space
+    g = space.conductances(params.D)
+    kappa = params.decay.reshape((-1,) + (1,) * len(space.shape)) + space.per_node(params.uptake)
+    decay_share = params.decay.reshape(kappa.shape[:1] + (1,) * (kappa.ndim - 1)) / jnp.where(kappa > 0, kappa, 1.0)
+    zero = jnp.zeros(c0.shape[0], c0.dtype)
+
+    def half_react(c, t0, h, acc):
+        amounts = [p.cumulative(t0 + h) - p.cumulative(t0) for p in params.sources]
+        new, _, _ = react(c, kappa, h, amounts, model.sources)
+        if budget:
+            # Loss at each node is m (c + s - c_new) >= 0, s the step's input; k / kappa of it is decay.
+            s_field = jnp.zeros_like(c)
+            for src, q in zip(model.sources, amounts):
+                s_field = src.add(s_field, q, 1.0)
+            removed = c + s_field - new
+            decayed = space.total(removed * decay_share)
+            acc = {"secreted": acc["secreted"] + space.total(s_field), "decayed": acc["decayed"] + decayed,
+                   "taken_up": acc["taken_up"] + space.total(removed) - decayed}
+        return new, acc
+
+    def step(carry, t0, h):
+        c, acc, its, ok = carry
+        c, acc = half_react(c, t0, 0.5 * h, acc)
+        c, k, converged = stepper.diffuse(space, g, c, h)
+        c, acc = half_react(c, t0 + 0.5 * h, 0.5 * h, acc)
+        return c, acc, its + k, ok & converged
+
+    if checkpoint:
+        step = jax.checkpoint(step)
+
+    def interval(carry, x):
+        t_start, h, n = x
+
+        def body(carry, i):
+            t0 = t_start + i.astype(h.dtype) * h
+            if uniform:
+                return step(carry, t0, h), None
+            return jax.lax.cond(i < n, lambda c: step(c, t0, h), lambda c: c, carry), None
+
+        carry, _ = jax.lax.scan(body, carry, jnp.arange(n_max), unroll=unroll)
+        c = carry[0]
+        t = t_start + n.astype(h.dtype) * h
+        out = c if observe is None else observe(c, t)
+        return carry, out
+
+    acc0 = {"secreted": zero, "decayed": zero, "taken_up": zero}
+    init = (c0, acc0, jnp.zeros((), jnp.int32), jnp.array(True))
+    (c, acc, its, cg_ok), ys = jax.lax.scan(interval, init, (starts, hs, ns))
+    ys = jax.tree.map(lambda y: y[:n_saves], ys)
+    rho = space.rate_bound(g)
+    unstable = jnp.any(jnp.max(hs) > stepper.limit(rho) * (1 + 1e-6))
+    cg_failed = ~cg_ok
+    nonfinite = ~jnp.all(jnp.isfinite(c))
+    status = jnp.where(nonfinite, NONFINITE, jnp.where(unstable, UNSTABLE, jnp.where(cg_failed, CG_FAILED, SUCCESS)))
+    steps = jnp.sum(ns)
+    stats = {"steps": steps, "stages": steps * stepper.stages, "cg_iterations": its}
+    return ys, c, stats, acc, status

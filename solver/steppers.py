@@ -1,0 +1,201 @@
+"""Diffusion steppers for dc/dt = L c, L = -M^{-1} K (reactions are split off).
+
+ForwardEuler    first order, stable for h rho <= 2 (rho: spectral radius of M^{-1} K).
+RKL2            Runge-Kutta-Legendre super-time-stepping, second order, s stages,
+                stable for h rho <= (s^2 + s - 2) / 2 (Meyer, Balsara & Aslam 2014,
+                J Comput Phys 257:594, eqs. 16-17).
+CrankNicolson   (M + h/2 K) c' = (M - h/2 K) c, second order, unconditionally stable,
+                solved for the increment with Jacobi-preconditioned CG.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class StabilityError(ValueError):
+    """A time step past an explicit scheme's stability limit."""
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+class AbstractStepper(eqx.Module):
+    order: int = eqx.field(static=True, default=2, init=False)
+
+    def plan(self, rho_max: float, h_max: float) -> "AbstractStepper":
+        """Host-side: the configured stepper for concrete spectral radius and step; raises when impossible."""
+        return self
+
+    def limit(self, rho):
+        """Largest stable step for spectral radius rho (inf when unconditionally stable)."""
+        return jnp.full_like(rho, jnp.inf)
+
+    @property
+    def stages(self) -> int:
+        return 1
+
+    @abc.abstractmethod
+    def diffuse(self, space, g, c, h):
+        """One step of length h: returns (c_new, cg_iterations, converged)."""
+
+
+class ForwardEuler(AbstractStepper):
+    order: int = eqx.field(static=True, default=1, init=False)
+
+    def plan(self, rho_max, h_max):
+        if h_max * rho_max > 2.0:
+            raise StabilityError(
+                f"forward Euler is unstable at dt = {_fmt(h_max)} s: the largest stable dt is "
+                f"{_fmt(2.0 / rho_max)} s (2 / rho, rho = {_fmt(rho_max)} 1/s); use method='rkl2' or 'cn' for larger steps")
+        return self
+
+    def limit(self, rho):
+        return 2.0 / rho
+
+    def diffuse(self, space, g, c, h):
+        return c + h * space.apply(c, g), jnp.zeros((), jnp.int32), jnp.array(True)
+
+
+def rkl2_coefficients(s: int) -> np.ndarray:
+    """Rows (mu_j, nu_j, mu~_j, gamma~_j) for j = 2..s, and mu~_1, of RKL2 with s stages."""
+    b = np.full(s + 1, 1.0 / 3.0)
+    for j in range(2, s + 1):
+        b[j] = (j * j + j - 2) / (2.0 * j * (j + 1))
+    a = 1.0 - b
+    w1 = 4.0 / (s * s + s - 2)
+    rows = []
+    for j in range(2, s + 1):
+        mu = (2 * j - 1) / j * b[j] / b[j - 1]
+        nu = -(j - 1) / j * b[j] / b[j - 2]
+        rows.append((mu, nu, mu * w1, -a[j - 1] * mu * w1))
+    return np.array(rows), b[1] * w1
+
+
+def rkl2_stages(h_rho: float) -> int:
+    """Fewest stages s >= 2 with h rho <= (s^2 + s - 2) / 2."""
+    return max(2, math.ceil((-1.0 + math.sqrt(9.0 + 8.0 * h_rho)) / 2.0 - 1e-12))
+
+
+class RKL2(AbstractStepper):
+    """s = 0 picks the stage count from the step and the spectral-radius bound at `simulate` time."""
+
+    s: int = eqx.field(static=True, default=0)
+
+    @property
+    def stages(self) -> int:
+        return self.s
+
+    def plan(self, rho_max, h_max):
+        need = rkl2_stages(h_max * rho_max)
+        if self.s == 0:
+            return RKL2(s=need)
+        if self.s < need:
+            raise StabilityError(
+                f"RKL2 with {self.s} stages is unstable at dt = {_fmt(h_max)} s: it needs {need} stages, "
+                f"or dt <= {_fmt(self.limit(rho_max))} s")
+        return self
+
+    def limit(self, rho):
+        return (self.s * self.s + self.s - 2) / (2.0 * rho)
+
+    def diffuse(self, space, g, c, h):
+        rows, mut1 = rkl2_coefficients(self.s)
+        L0 = h * space.apply(c, g)
+        y1 = c + mut1 * L0
+
+        def stage(carry, coef):
+            y1, y2 = carry
+            mu, nu, mut, gt = coef[0], coef[1], coef[2], coef[3]
+            y = mu * y1 + nu * y2 + (1 - mu - nu) * c + mut * h * space.apply(y1, g) + gt * L0
+            return (y, y1), None
+
+        (y, _), _ = jax.lax.scan(stage, (y1, c), jnp.asarray(rows, c.dtype))
+        return y, jnp.zeros((), jnp.int32), jnp.array(True)
+
+
+def _pcg(matvec, b, diag, tol, maxiter):
+    """Jacobi-preconditioned CG on fields (S, ...), each factor its own system; returns (x, iterations)."""
+    axes = tuple(range(1, b.ndim))
+    dot = lambda u, v: jnp.sum(u * v, axis=axes, keepdims=True)  # noqa: E731
+    x = jnp.zeros_like(b)
+    r = b
+    z = r / diag
+    p = z
+    rz = dot(r, z)
+    stop = (tol * jnp.sqrt(dot(b, b))) ** 2
+
+    def active(r):
+        return dot(r, r) > stop
+
+    def cond(state):
+        k, _, r, _, _ = state
+        return (k < maxiter) & jnp.any(active(r))
+
+    def body(state):
+        k, x, r, p, rz = state
+        on = active(r)
+        Ap = matvec(p)
+        pAp = dot(p, Ap)
+        alpha = jnp.where(on & (pAp > 0), rz / jnp.where(pAp > 0, pAp, 1.0), 0.0)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        z = r / diag
+        rz_new = dot(r, z)
+        beta = jnp.where(on & (rz > 0), rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
+        p = jnp.where(on, z + beta * p, p)
+        return k + 1, x, r, p, jnp.where(on, rz_new, rz)
+
+    k, x, r, _, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, r, p, rz))
+    converged = ~jnp.any(active(r))
+    return x, (k, converged)
+
+
+class CrankNicolson(AbstractStepper):
+    """tol: CG tolerance on ||r|| / ||b|| (default 1e-10 in float64, 1e-5 in float32)."""
+
+    tol: float | None = eqx.field(static=True, default=None)
+    maxiter: int = eqx.field(static=True, default=2000)
+
+    def diffuse(self, space, g, c, h):
+        tol = self.tol or (1e-10 if c.dtype == jnp.float64 else 1e-5)
+        m = space.cg_mass(c.dtype)
+        m = m.reshape((1,) * (c.ndim - m.ndim) + m.shape) if m.ndim else m
+        diag = m * (1 + 0.5 * h * space.diagonal(g))
+        diag = jnp.broadcast_to(diag, c.shape)
+
+        def matvec(x):
+            return m * (x - 0.5 * h * space.apply(x, g))
+
+        def solve(mv, rhs):
+            return _pcg(mv, rhs, diag, tol, self.maxiter)
+
+        rhs = h * m * space.apply(c, g)
+        delta, (its, ok) = jax.lax.custom_linear_solve(matvec, rhs, solve, solve, symmetric=True, has_aux=True)
+        new = c + delta
+        # CG leaves a residual of order tol whose sum is a change of mass. Spreading
+        # the defect in proportion to |c| restores zero-flux conservation to
+        # round-off without changing any sign (the relative change is ~tol).
+        defect = space.total(c) - space.total(new)
+        weight = space.total(jnp.abs(new))
+        theta = jnp.where(weight > 0, defect / jnp.where(weight > 0, weight, 1.0), 0.0)
+        new = new + theta.reshape((-1,) + (1,) * (c.ndim - 1)) * jnp.abs(new)
+        return new, its, ok
+
+
+METHODS = {"euler": ForwardEuler, "rkl2": RKL2, "cn": CrankNicolson}
+
+
+def make_stepper(method) -> AbstractStepper:
+    if isinstance(method, AbstractStepper):
+        return method
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not one of {sorted(METHODS)} (or a stepper instance)")
+    return METHODS[method]()
