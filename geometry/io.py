@@ -40,7 +40,7 @@ def read(path) -> Mesh:
         raise GeometryError(f"{path}: no such file")
     try:
         m = meshio.read(path, file_format="gmsh" if fmt == "gmsh22" else fmt)
-    except Exception as err:  # meshio raises many types; report the file
+    except (Exception, SystemExit) as err:  # meshio raises many types (and exits on some); report the file
         raise GeometryError(f"{path}: meshio could not read it as {fmt}: {err}") from err
     dim = 3 if any(b.type == "tetra" for b in m.cells) else 2
     if not any(b.type == _CELL[dim] for b in m.cells):

@@ -6,7 +6,8 @@ Model (static structure) + Params (traced numbers) -> simulate(...) -> Solution.
 from .model import Model, field_source, point_source
 from .params import Params
 from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
-from .simulate import STATUS_MESSAGES, Solution, simulate, spectral_bound
+from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound
+from .steady import SteadyState, steady_state
 from .sources import AbstractSource, FieldSource, PointSource
 from .steppers import (AbstractStepper, CrankNicolson, ForwardEuler, RKL2, StabilityError, rkl2_coefficients,
                        rkl2_stages)
@@ -15,5 +16,5 @@ __all__ = [
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "Exponential",
     "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "PointSource", "RKL2",
     "STATUS_MESSAGES", "Solution", "StabilityError", "field_source", "point_source", "rkl2_coefficients",
-    "rkl2_stages", "simulate", "spectral_bound",
+    "rkl2_stages", "simulate", "spectral_bound", "SteadyState", "steady_state", "plan",
 ]

@@ -10,7 +10,9 @@ from .profiles import AbstractProfile
 
 
 def _arr(x):
-    return jnp.asarray(x, dtype=jnp.result_type(float))
+    """Floating arrays keep their dtype; anything else becomes the default float."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
 
 class Params(eqx.Module):

@@ -16,7 +16,9 @@ import jax.numpy as jnp
 
 
 def _arr(x):
-    return jnp.asarray(x, dtype=jnp.result_type(float))
+    """Floating arrays keep their dtype; anything else becomes the default float."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
 
 class AbstractProfile(eqx.Module):
@@ -25,8 +27,9 @@ class AbstractProfile(eqx.Module):
     @abc.abstractmethod
     def cumulative(self, t): ...
 
+    @abc.abstractmethod
     def rate_at(self, t):
-        return jax.jacfwd(self.cumulative)(_arr(t))
+        """q(t), right-continuous at switch times."""
 
 
 class Constant(AbstractProfile):
@@ -39,6 +42,9 @@ class Constant(AbstractProfile):
     def cumulative(self, t):
         span = jnp.clip(t - self.start, 0.0, jnp.maximum(self.stop - self.start, 0.0))
         return self.rate * span
+
+    def rate_at(self, t):
+        return self.rate * ((t >= self.start) & (t < self.stop))
 
 
 class Exponential(AbstractProfile):
@@ -55,6 +61,9 @@ class Exponential(AbstractProfile):
         safe_k = jnp.where(small, 1.0, self.k)
         frac = jnp.where(small, tau * (1 - kt / 2), -jnp.expm1(-jnp.where(small, 0.0, kt)) / safe_k)
         return self.rate * frac
+
+    def rate_at(self, t):
+        return jnp.where(t >= self.start, self.rate * jnp.exp(-self.k * jnp.maximum(t - self.start, 0.0)), 0.0)
 
 
 class PiecewiseLinear(AbstractProfile):
@@ -74,3 +83,7 @@ class PiecewiseLinear(AbstractProfile):
         w = jnp.where(t1 > t0, (tc - t0) / jnp.where(t1 > t0, t1 - t0, 1.0), 0.0)
         qt = q0 + w * (q1 - q0)
         return knots[:, j] + 0.5 * (q0 + qt) * (tc - t0)
+
+    def rate_at(self, t):
+        inside = (t >= self.times[0]) & (t <= self.times[-1])
+        return jnp.where(inside, jax.vmap(lambda q: jnp.interp(t, self.times, q))(self.rates), 0.0)

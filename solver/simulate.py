@@ -94,6 +94,13 @@ def spectral_bound(model: Model, params: Params):
     return model.space.rate_bound(model.space.conductances(params.D))
 
 
+def plan(model: Model, params: Params, *, dt: float, method="rkl2") -> AbstractStepper:
+    """The stepper `simulate` would use for these (concrete) params and step, e.g. RKL2 with its
+    stage count; pass it as `method=` under jit, vmap or grad (take the largest D of a batch)."""
+    rho = float(jnp.max(spectral_bound(model, params)))
+    return make_stepper(method).plan(rho, float(dt))
+
+
 def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=None, method="rkl2",
              observe: Callable | None = None, c0=None, budget: bool = False, checkpoint: bool = True,
              unroll: int = 1) -> Solution:
@@ -123,8 +130,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
         stepper = stepper.plan(rho, float(h.max()))
     elif stepper.stages == 0:
         raise ValueError("RKL2 needs a fixed stage count when params are traced (inside jit/vmap/grad): "
-                         "pass method=solver.RKL2(s=solver.rkl2_stages(dt * rho)) with rho from "
-                         "solver.spectral_bound(model, params) computed outside the transformation")
+                         "pass method=solver.plan(model, params, dt=dt), computed outside the transformation")
     dtype = params.D.dtype
     if c0 is None:
         c0 = jnp.zeros(model.state_shape, dtype)

@@ -1,0 +1,51 @@
+"""Steady states with the sources' rates frozen at a time t.
+
+    (K + M kappa) c = f(t)     i.e.   m_i (kappa_i c_i - (L c)_i) = m_i s_i(t),
+
+a symmetric positive definite system (kappa > 0 somewhere) solved by
+Jacobi-preconditioned CG; differentiable through `jax.lax.custom_linear_solve`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .model import Model
+from .params import Params
+from .steppers import _pcg
+
+
+class SteadyState(eqx.Module):
+    c: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+
+
+@eqx.filter_jit
+def steady_state(model: Model, params: Params, *, t: float = 0.0, tol: float | None = None,
+                 maxiter: int = 5000) -> SteadyState:
+    """The steady field (S, *shape) for source rates q(t); needs decay or uptake > 0."""
+    space = model.space
+    dtype = params.D.dtype
+    tol = tol or (1e-10 if dtype == jnp.float64 else 1e-5)
+    g = space.conductances(params.D)
+    shape = model.state_shape
+    kappa = params.decay.reshape((-1,) + (1,) * len(space.shape)) + space.per_node(params.uptake)
+    m = space.cg_mass(dtype)
+    m = m.reshape((1,) * (len(shape) - m.ndim) + m.shape) if m.ndim else m
+    rate = jnp.zeros(shape, dtype)
+    t = jnp.asarray(t, dtype)
+    for src, prof in zip(model.sources, params.sources):
+        rate = src.add(rate, prof.rate_at(t), 1.0)
+    diag = jnp.broadcast_to(m * (kappa + space.diagonal(g)), shape)
+
+    def matvec(x):
+        return m * (kappa * x - space.apply(x, g))
+
+    def solve(mv, b):
+        return _pcg(mv, b, diag, tol, maxiter)
+
+    c, (its, ok) = jax.lax.custom_linear_solve(matvec, m * rate, solve, solve, symmetric=True, has_aux=True)
+    return SteadyState(c=c, iterations=its, converged=ok)
