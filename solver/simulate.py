@@ -42,7 +42,8 @@ TRACE_COUNT: collections.Counter = collections.Counter()
 
 class Solution(eqx.Module):
     """ts: save times (T,); ys: observe(c, t) at each save time (leading axis T);
-    final: the state at t_end (S, *shape); stats: steps, stages, cg_iterations;
+    final: the state at t_end (S, *shape); stats: steps, stages, cg_iterations and the
+    amount per factor that the positivity limiter moved ("limited");
     budget: cumulative amounts per factor (secreted, decayed, taken_up) when requested;
     status: 0 on success, else a key of STATUS_MESSAGES (an array, so it survives jit and vmap)."""
 
@@ -61,6 +62,22 @@ class Solution(eqx.Module):
     def message(self) -> str:
         codes = sorted(set(np.asarray(self.status).reshape(-1).tolist()))
         return "; ".join(STATUS_MESSAGES[int(c)] for c in codes)
+
+
+def positivity_limiter(space, c):
+    """Clip negative values and rescale the rest so that each factor's total is unchanged.
+
+    Linear schemes above first order cannot be unconditionally positive
+    (Bolley & Crouzeix 1978); RKL2 and Crank-Nicolson undershoot next to a
+    point source when sqrt(D dt) spans several cells. The limiter is
+    inactive (an identity) whenever the step produced no negative value;
+    it returns the clipped amount so that `Solution.stats` can report it.
+    """
+    neg = jnp.where(c < 0, c, 0.0)
+    pos = c - neg
+    total, kept = space.total(c), space.total(pos)
+    scale = jnp.where(kept > 0, total / jnp.where(kept > 0, kept, 1.0), 1.0)
+    return pos * scale.reshape((-1,) + (1,) * (c.ndim - 1)), -space.total(neg)
 
 
 def _plan(t_end, dt, save_at):
@@ -102,16 +119,18 @@ def plan(model: Model, params: Params, *, dt: float, method="rkl2") -> AbstractS
 
 
 def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=None, method="rkl2",
-             observe: Callable | None = None, c0=None, budget: bool = False, checkpoint: bool = True,
-             unroll: int = 1) -> Solution:
+             observe: Callable | None = None, c0=None, budget: bool = False, positive: bool = True,
+             checkpoint: bool = True, unroll: int = 1) -> Solution:
     """Integrate the model from c0 (default zero) to t_end.
 
     t_end, dt, save_at: seconds; save intervals are cut into equal steps no longer than dt.
     method: "rkl2" (default), "cn", "euler" or a stepper instance (RKL2(s=...), CrankNicolson(tol=...)).
     observe: f(c, t) -> pytree saved at each save time instead of the full field c (S, *shape).
     budget: also return cumulative secreted, decayed and taken-up amounts per factor.
-    c0: initial state (S, *shape); the equations are linear, so signed data (verification
-    modes) are accepted; non-negative data stay non-negative under the reactions.
+    c0: initial state (S, *shape); default zero.
+    positive: apply the conservative positivity limiter after each diffusion step (see
+    `positivity_limiter`); the amount it moved is stats["limited"]. Pass False for signed
+    data (verification modes): the equations are linear and accept them.
 
     Under jax.jit / vmap / grad the stage count of RKL2 cannot be read from traced
     parameters: pass method=RKL2(s=...) (see `solver.rkl2_stages`) or call simulate
@@ -146,7 +165,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     uniform = bool(np.all(n == n.max()))
     ys, final, stats, bud, status = _run(model, params, c0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
                                          jnp.asarray(n, jnp.int32), stepper=stepper, n_max=int(n.max()),
-                                         uniform=uniform, observe=observe, budget=budget,
+                                         uniform=uniform, observe=observe, budget=budget, positive=positive,
                                          checkpoint=checkpoint, n_saves=len(save), unroll=unroll)
     return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, stats=stats, budget=bud if budget else None,
                     status=status)
@@ -154,7 +173,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
 
 @eqx.filter_jit
 def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform, observe, budget,
-         checkpoint, n_saves, unroll):
+         positive, checkpoint, n_saves, unroll):
     TRACE_COUNT[type(stepper).__name__] += 1
     space = model.space
     g = space.conductances(params.D)
@@ -177,11 +196,14 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
         return new, acc
 
     def step(carry, t0, h):
-        c, acc, its, ok = carry
+        c, acc, its, ok, limited = carry
         c, acc = half_react(c, t0, 0.5 * h, acc)
         c, k, converged = stepper.diffuse(space, g, c, h)
+        if positive:
+            c, moved = positivity_limiter(space, c)
+            limited = limited + moved
         c, acc = half_react(c, t0 + 0.5 * h, 0.5 * h, acc)
-        return c, acc, its + k, ok & converged
+        return c, acc, its + k, ok & converged, limited
 
     if checkpoint:
         step = jax.checkpoint(step)
@@ -202,8 +224,8 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
         return carry, out
 
     acc0 = {"secreted": zero, "decayed": zero, "taken_up": zero}
-    init = (c0, acc0, jnp.zeros((), jnp.int32), jnp.array(True))
-    (c, acc, its, cg_ok), ys = jax.lax.scan(interval, init, (starts, hs, ns))
+    init = (c0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), zero)
+    (c, acc, its, cg_ok, limited), ys = jax.lax.scan(interval, init, (starts, hs, ns))
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
     rho = space.rate_bound(g)
     unstable = jnp.any(jnp.max(hs) > stepper.limit(rho) * (1 + 1e-6))
@@ -211,5 +233,5 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
     nonfinite = ~jnp.all(jnp.isfinite(c))
     status = jnp.where(nonfinite, NONFINITE, jnp.where(unstable, UNSTABLE, jnp.where(cg_failed, CG_FAILED, SUCCESS)))
     steps = jnp.sum(ns)
-    stats = {"steps": steps, "stages": steps * stepper.stages, "cg_iterations": its}
+    stats = {"steps": steps, "stages": steps * stepper.stages, "cg_iterations": its, "limited": limited}
     return ys, c, stats, acc, status
