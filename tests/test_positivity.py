@@ -1,0 +1,34 @@
+"""Positivity: random parameters never give a negative or non-finite value."""
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import geometry
+import solver
+
+GRID = geometry.discretise(geometry.box_grid([0, 0], [1, 1], 12, regions={"remote": True,
+                                                                           "core": geometry.halfspace(0, 0.6)}))
+MESH = geometry.discretise(geometry.box_mesh([0, 0], [1, 1], 6, regions={"remote": True,
+                                                                          "core": geometry.halfspace(1, 0.5)}))
+log_uniform = lambda lo, hi: st.floats(np.log10(lo), np.log10(hi)).map(lambda e: 10.0 ** e)  # noqa: E731
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(disc=st.sampled_from([GRID, MESH]), method=st.sampled_from(["rkl2", "cn", "euler"]),
+       D=st.tuples(log_uniform(1e-5, 1.0), log_uniform(1e-5, 1.0)), decay=log_uniform(1e-6, 10.0),
+       uptake=st.tuples(st.just(0.0), log_uniform(1e-6, 10.0)), rate=log_uniform(1e-3, 1e3),
+       dt=log_uniform(1e-3, 1.0), seed=st.integers(0, 2 ** 16))
+def test_random_parameters_keep_fields_non_negative(disc, method, D, decay, uptake, rate, dt, seed):
+    model = solver.Model(disc, sources=[solver.point_source(disc, [[0.35, 0.55]])])
+    params = model.params(D=[D], decay=decay, uptake=[uptake], sources=[solver.Constant(rate=rate, stop=1.0)])
+    c0 = np.random.default_rng(seed).uniform(0, 1, model.state_shape) * (np.asarray(disc.mass) > 0).reshape(model.state_shape[1:])
+    try:
+        sol = solver.simulate(model, params, t_end=2.0, dt=dt, save_at=[0.5, 1.0, 2.0], method=method, c0=c0)
+    except solver.StabilityError:
+        assert method == "euler"
+        return
+    ys = np.asarray(sol.ys)
+    assert np.all(np.isfinite(ys))
+    assert ys.min() >= 0.0
+    assert sol.ok, sol.message
