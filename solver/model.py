@@ -126,7 +126,7 @@ class Model(eqx.Module):
             bad = np.argwhere(~ok(v))
             if bad.size:
                 idx = tuple(int(i) for i in bad[0])
-                raise ValueError(f"params.{key}{list(idx)} = {v[idx]!r} ({self._where(key, idx)}); allowed: {allowed}")
+                raise ValueError(f"params.{key}{list(idx)} = {float(v[idx])!r} ({self._where(key, idx)}); allowed: {allowed}")
 
     def _where(self, key, idx):
         parts = []

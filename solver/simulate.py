@@ -90,7 +90,7 @@ def _plan(t_end, dt, save_at):
         raise ValueError(f"save_at must be a non-empty 1-D list of times, got shape {save.shape}")
     if not np.all(np.isfinite(save)) or np.any(save < 0) or np.any(save > t_end * (1 + 1e-12)):
         bad = save[~(np.isfinite(save) & (save >= 0) & (save <= t_end * (1 + 1e-12)))][0]
-        raise ValueError(f"save_at contains {bad!r}; allowed: times in [0, t_end = {t_end}] s")
+        raise ValueError(f"save_at contains {float(bad)!r}; allowed: times in [0, t_end = {t_end}] s")
     if np.any(np.diff(save) <= 0):
         raise ValueError(f"save_at must be strictly increasing, got {save.tolist()}")
     points = save if save[-1] >= t_end * (1 - 1e-12) else np.append(save, t_end)
