@@ -5,12 +5,12 @@ Everything here is NumPy and runs once on the host; the solver sees arrays only.
 
 from .discretise import GridDiscretisation, MeshDiscretisation, discretise
 from .errors import GeometryError
-from .generators import box_grid, box_mesh, boundary_facets, halfspace
+from .generators import box_grid, box_mesh, boundary_facets, halfspace, tensor_mesh
 from .grid import Grid
 from .io import read, write
 from .mesh import Mesh
 
 __all__ = [
     "GeometryError", "Grid", "GridDiscretisation", "Mesh", "MeshDiscretisation", "boundary_facets",
-    "box_grid", "box_mesh", "discretise", "halfspace", "read", "write",
+    "box_grid", "box_mesh", "discretise", "halfspace", "read", "tensor_mesh", "write",
 ]

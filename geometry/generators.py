@@ -65,13 +65,27 @@ def box_mesh(lower, upper, n, *, regions: Mapping[str, Predicate | bool] | None 
 
     2-D: each square is cut into two right triangles; 3-D: each cube into the six
     tetrahedra of the Kuhn (Freudenthal) triangulation, which is conforming and
-    gives the 5-/7-point stencil for P1 stiffness. `regions` maps a name to a
-    predicate on cell centroids (later entries win; `True` matches all).
-    Boundary facets are tagged xmin, xmax, ymin, ymax[, zmin, zmax].
+    gives the 5-/7-point stencil for P1 stiffness in the interior. `regions` maps
+    a name to a predicate on cell centroids (later entries win; `True` matches
+    all). Boundary facets are tagged xmin, xmax, ymin, ymax[, zmin, zmax].
     """
     lower, upper, n = _check_box(lower, upper, n)
+    return tensor_mesh([np.linspace(lower[a], upper[a], n[a] + 1) for a in range(len(n))], regions=regions)
+
+
+def tensor_mesh(axes, *, regions: Mapping[str, Predicate | bool] | None = None) -> Mesh:
+    """Simplex mesh of the tensor-product grid with node coordinates `axes` (one increasing 1-D array
+    per axis): graded spacing refines where fields vary fast, e.g. next to an injection site."""
+    axes = [np.asarray(a, float) for a in axes]
+    if len(axes) not in (2, 3):
+        raise GeometryError(f"tensor_mesh needs 2 or 3 axes, got {len(axes)}")
+    for k, a in enumerate(axes):
+        if a.ndim != 1 or a.size < 2 or not np.all(np.isfinite(a)) or np.any(np.diff(a) <= 0):
+            raise GeometryError(f"axis {k} must be a strictly increasing list of >= 2 finite coordinates")
+    lower = np.array([a[0] for a in axes])
+    upper = np.array([a[-1] for a in axes])
+    n = tuple(a.size - 1 for a in axes)
     dim = len(n)
-    axes = [np.linspace(lower[a], upper[a], n[a] + 1) for a in range(dim)]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, dim)
     strides = np.array([int(np.prod([m + 1 for m in n[a + 1:]])) for a in range(dim)])
     base = np.stack(np.meshgrid(*[np.arange(m) for m in n], indexing="ij"), axis=-1).reshape(-1, dim) @ strides

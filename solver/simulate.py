@@ -2,10 +2,12 @@
 
 One step of length h is the Strang splitting
 
-    c <- R(h/2) D(h) R(h/2) c
+    c <- R(h/2) D_f(h) R(h/2) c
 
-of the exact pointwise reactions R (decay, uptake, sources; see reactions.py)
-and a diffusion stepper D (see steppers.py): second order when D is.
+of the exact pointwise reactions R (decay, uptake; see reactions.py) and a
+diffusion stepper D_f with the sources' forcing f, the step-average of their
+rates, which adds exactly the amount the profiles release in the step (see
+steppers.py): second order when D is.
 The host plans the steps (save times are hit exactly) and, for explicit
 steppers, the stability; the compiled program is a scan over save intervals
 of a scan over checkpointed steps, so reverse-mode memory grows with the
@@ -181,28 +183,34 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
     decay_share = params.decay.reshape(kappa.shape[:1] + (1,) * (kappa.ndim - 1)) / jnp.where(kappa > 0, kappa, 1.0)
     zero = jnp.zeros(c0.shape[0], c0.dtype)
 
-    def half_react(c, t0, h, acc):
-        amounts = [p.cumulative(t0 + h) - p.cumulative(t0) for p in params.sources]
-        new, _, _ = react(c, kappa, h, amounts, model.sources)
+    def half_react(c, h, acc):
+        new = react(c, kappa, h)
         if budget:
-            # Loss at each node is m (c + s - c_new) >= 0, s the step's input; k / kappa of it is decay.
-            s_field = jnp.zeros_like(c)
-            for src, q in zip(model.sources, amounts):
-                s_field = src.add(s_field, q, 1.0)
-            removed = c + s_field - new
+            removed = c - new  # >= 0 for c >= 0; k / kappa of it is decay
             decayed = space.total(removed * decay_share)
-            acc = {"secreted": acc["secreted"] + space.total(s_field), "decayed": acc["decayed"] + decayed,
-                   "taken_up": acc["taken_up"] + space.total(removed) - decayed}
+            acc = dict(acc, decayed=acc["decayed"] + decayed, taken_up=acc["taken_up"] + space.total(removed) - decayed)
         return new, acc
+
+    def forcing(t0, h):
+        """Average source rate over [t0, t0 + h] as a concentration rate field, or None."""
+        if not model.sources:
+            return None
+        f = jnp.zeros(c0.shape, c0.dtype)
+        for src, prof in zip(model.sources, params.sources):
+            f = src.add(f, (prof.cumulative(t0 + h) - prof.cumulative(t0)) / jnp.where(h > 0, h, 1.0))
+        return f
 
     def step(carry, t0, h):
         c, acc, its, ok, limited = carry
-        c, acc = half_react(c, t0, 0.5 * h, acc)
-        c, k, converged = stepper.diffuse(space, g, c, h)
+        f = forcing(t0, h)
+        c, acc = half_react(c, 0.5 * h, acc)
+        c, k, converged = stepper.diffuse(space, g, c, h, f)
         if positive:
             c, moved = positivity_limiter(space, c)
             limited = limited + moved
-        c, acc = half_react(c, t0 + 0.5 * h, 0.5 * h, acc)
+        c, acc = half_react(c, 0.5 * h, acc)
+        if budget and f is not None:
+            acc = dict(acc, secreted=acc["secreted"] + h * space.total(f))
         return c, acc, its + k, ok & converged, limited
 
     if checkpoint:

@@ -1,8 +1,8 @@
 """Where sources put their amount: point sources at coordinates and volumetric fields.
 
-A point source at x spreads the amount Q released in a step over the nodes of
-the cell containing x with P1 (barycentric) weights phi_i(x) (mesh) or into the
-voxel containing x (grid): c_i += Q phi_i(x) / m_i.  A field source spreads Q
+A point source at x spreads an amount Q over the nodes of the cell containing
+x with P1 (barycentric) weights phi_i(x) (mesh) or into the voxel containing x
+(grid): c_i += Q phi_i(x) / m_i.  A field source spreads Q
 in proportion to a non-negative density rho: c_i += Q rho_i / sum_j m_j rho_j.
 The numbers (rates, timings) live in the matching profile in `Params.sources`.
 """
@@ -18,17 +18,12 @@ import numpy as np
 
 
 class AbstractSource(eqx.Module):
-    """Static placement of a source.
-
-    `add(c, amount, scale)` adds amount (S,) to fields c (S, *shape), multiplied
-    pointwise by `scale` (a scalar or a field broadcastable to c), which the
-    reaction step uses for the share of a step's input that survives the step.
-    """
+    """Static placement of a source; `add(c, amount)` adds amount (S,) to fields c (S, *shape)."""
 
     name: str = eqx.field(static=True)
 
     @abc.abstractmethod
-    def add(self, c, amount, scale=1.0): ...
+    def add(self, c, amount): ...
 
 
 class PointSource(AbstractSource):
@@ -48,12 +43,10 @@ class PointSource(AbstractSource):
     def n_sites(self) -> int:
         return self.nodes.shape[0]
 
-    def add(self, c, amount, scale=1.0):
+    def add(self, c, amount):
         flat = c.reshape(c.shape[0], -1)
-        idx = self.nodes.reshape(-1)
         inc = (amount[:, None, None] * self.weights[None]).reshape(c.shape[0], -1)  # (S, P k)
-        scale = jnp.broadcast_to(jnp.asarray(scale, c.dtype), c.shape).reshape(c.shape[0], -1)
-        flat = flat.at[:, idx].add(inc * scale[:, idx])
+        flat = flat.at[:, self.nodes.reshape(-1)].add(inc)
         return flat.reshape(c.shape)
 
 
@@ -74,5 +67,5 @@ class FieldSource(AbstractSource):
         dtype = dtype or jnp.result_type(float)
         return cls(name=name, per_amount=jnp.asarray(np.where(mass > 0, rho, 0.0) / total, dtype))
 
-    def add(self, c, amount, scale=1.0):
-        return c + amount.reshape((-1,) + (1,) * (c.ndim - 1)) * self.per_amount[None] * scale
+    def add(self, c, amount):
+        return c + amount.reshape((-1,) + (1,) * (c.ndim - 1)) * self.per_amount[None]

@@ -38,7 +38,7 @@ def steady_state(model: Model, params: Params, *, t: float = 0.0, tol: float | N
     rate = jnp.zeros(shape, dtype)
     t = jnp.asarray(t, dtype)
     for src, prof in zip(model.sources, params.sources):
-        rate = src.add(rate, prof.rate_at(t), 1.0)
+        rate = src.add(rate, prof.rate_at(t))
     diag = jnp.broadcast_to(m * (kappa + space.diagonal(g)), shape)
 
     def matvec(x):

@@ -1,4 +1,8 @@
-"""Diffusion steppers for dc/dt = L c, L = -M^{-1} K (reactions are split off).
+"""Diffusion steppers for dc/dt = L c + f, L = -M^{-1} K (reactions are split off).
+
+f is the sources' forcing, constant over the step (its average); with it inside
+the stepper, a field with L c + f = 0 is an exact fixed point of every stepper,
+so steady states next to point sources carry no splitting error.
 
 ForwardEuler    first order, stable for h rho <= 2 (rho: spectral radius of M^{-1} K).
 RKL2            Runge-Kutta-Legendre super-time-stepping, second order, s stages,
@@ -43,8 +47,13 @@ class AbstractStepper(eqx.Module):
         return 1
 
     @abc.abstractmethod
-    def diffuse(self, space, g, c, h):
-        """One step of length h: returns (c_new, cg_iterations, converged)."""
+    def diffuse(self, space, g, c, h, f=None):
+        """One step of length h with forcing f (or None): returns (c_new, cg_iterations, converged)."""
+
+
+def _rhs(space, g, c, f):
+    Lc = space.apply(c, g)
+    return Lc if f is None else Lc + f
 
 
 class ForwardEuler(AbstractStepper):
@@ -60,8 +69,8 @@ class ForwardEuler(AbstractStepper):
     def limit(self, rho):
         return 2.0 / rho
 
-    def diffuse(self, space, g, c, h):
-        return c + h * space.apply(c, g), jnp.zeros((), jnp.int32), jnp.array(True)
+    def diffuse(self, space, g, c, h, f=None):
+        return c + h * _rhs(space, g, c, f), jnp.zeros((), jnp.int32), jnp.array(True)
 
 
 def rkl2_coefficients(s: int) -> np.ndarray:
@@ -106,15 +115,15 @@ class RKL2(AbstractStepper):
     def limit(self, rho):
         return (self.s * self.s + self.s - 2) / (2.0 * rho)
 
-    def diffuse(self, space, g, c, h):
+    def diffuse(self, space, g, c, h, f=None):
         rows, mut1 = rkl2_coefficients(self.s)
-        L0 = h * space.apply(c, g)
+        L0 = h * _rhs(space, g, c, f)
         y1 = c + mut1 * L0
 
         def stage(carry, coef):
             y1, y2 = carry
             mu, nu, mut, gt = coef[0], coef[1], coef[2], coef[3]
-            y = mu * y1 + nu * y2 + (1 - mu - nu) * c + mut * h * space.apply(y1, g) + gt * L0
+            y = mu * y1 + nu * y2 + (1 - mu - nu) * c + mut * h * _rhs(space, g, y1, f) + gt * L0
             return (y, y1), None
 
         (y, _), _ = jax.lax.scan(stage, (y1, c), jnp.asarray(rows, c.dtype))
@@ -164,7 +173,7 @@ class CrankNicolson(AbstractStepper):
     tol: float | None = eqx.field(static=True, default=None)
     maxiter: int = eqx.field(static=True, default=2000)
 
-    def diffuse(self, space, g, c, h):
+    def diffuse(self, space, g, c, h, f=None):
         tol = self.tol or (1e-10 if c.dtype == jnp.float64 else 1e-5)
         m = space.cg_mass(c.dtype)
         m = m.reshape((1,) * (c.ndim - m.ndim) + m.shape) if m.ndim else m
@@ -177,13 +186,14 @@ class CrankNicolson(AbstractStepper):
         def solve(mv, rhs):
             return _pcg(mv, rhs, diag, tol, self.maxiter)
 
-        rhs = h * m * space.apply(c, g)
+        rhs = h * m * _rhs(space, g, c, f)
         delta, (its, ok) = jax.lax.custom_linear_solve(matvec, rhs, solve, solve, symmetric=True, has_aux=True)
         new = c + delta
         # CG leaves a residual of order tol whose sum is a change of mass. Spreading
-        # the defect in proportion to |c| restores zero-flux conservation to
-        # round-off without changing any sign (the relative change is ~tol).
-        defect = space.total(c) - space.total(new)
+        # the defect in proportion to |c| restores the balance (old total plus the
+        # forcing's input) to round-off without changing any sign.
+        inflow = 0.0 if f is None else h * space.total(f)
+        defect = space.total(c) + inflow - space.total(new)
         weight = space.total(jnp.abs(new))
         theta = jnp.where(weight > 0, defect / jnp.where(weight > 0, weight, 1.0), 0.0)
         new = new + theta.reshape((-1,) + (1,) * (c.ndim - 1)) * jnp.abs(new)
