@@ -1,0 +1,284 @@
+"""Forward-solve speed and accuracy: V5 (BioFVM's voxel problem) and a ~200k-node tetrahedral mesh.
+
+For each stepper: compile time, ms per simulated 0.01 min, ns per node-factor-step,
+relative L2 error against the V1 cosine mode at the same end time; the same schemes
+written by hand in NumPy/SciPy and our speed-up over them; the mesh operator in its
+two layouts; the grid pass against the device's copy bandwidth.
+
+    python benchmarks/forward.py            # full sizes (100^3 grid, 59^3-node mesh)
+    python benchmarks/forward.py --quick    # small sizes, seconds
+    python benchmarks/forward.py --threads 1 --precision double
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, pin_threads, timeit, write_record  # noqa: E402
+
+MIN = 60.0                    # s
+D_V5 = 1e5 * 1e-6 / MIN       # 1e5 um^2/min in mm^2/s
+K_V5 = 0.1 / MIN              # 0.1 /min in 1/s
+DT_V5 = 0.01 * MIN            # 0.01 min in s
+
+
+def cosine(coords, lower, length):
+    import numpy as np
+
+    return np.prod(np.cos(np.pi * (coords - lower) / length), axis=-1)
+
+
+def exact_factor(dim, length, t):
+    import numpy as np
+
+    return np.exp(-(dim * D_V5 * np.pi ** 2 / length ** 2 + K_V5) * t)
+
+
+# ---------------------------------------------------------------- JAX runs
+
+def run_case(model, c0, exact, *, method, dt, t_end, label, n_nodes, repeat):
+    import jax
+    import numpy as np
+
+    import solver
+
+    params = model.params(D=D_V5, decay=K_V5)
+    stepper = solver.plan(model, params, dt=dt, method=method)
+
+    def go():
+        sol = solver.simulate(model, params, t_end=t_end, dt=dt, method=stepper, c0=c0, positive=False)
+        return jax.block_until_ready(sol)
+
+    first, run = timeit(go, repeat=repeat)
+    sol = go()
+    err = float(np.linalg.norm(np.asarray(sol.final) - exact) / np.linalg.norm(exact))
+    steps = int(sol.stats["steps"])
+    S = model.n_factors
+    return {
+        "case": label, "method": method, "stages": stepper.stages, "dt_s": dt, "t_end_s": t_end, "steps": steps,
+        "compile_s": max(first - run, 0.0), "run_s": run,
+        "ms_per_0.01min": 1e3 * run / (t_end / DT_V5),
+        "ns_per_node_factor_step": 1e9 * run / (n_nodes * S * steps),
+        "rel_error_vs_V1": err, "cg_iterations": int(sol.stats["cg_iterations"]), "ok": sol.ok,
+    }
+
+
+def grid_cases(n, factors, dtype, repeat, methods):
+    import numpy as np
+
+    import geometry
+    import solver
+
+    half = 0.5  # [-500, 500] um as BioFVM's test; n = 100 gives its 10 um voxels
+    grid = geometry.box_grid([-half] * 3, [half] * 3, n)
+    disc = geometry.discretise(grid)
+    out = []
+    for S in factors:
+        model = solver.Model(disc, factors=[f"f{k}" for k in range(S)])
+        c0 = np.broadcast_to(cosine(disc.coordinates, -half, 2 * half).reshape(grid.shape), (S,) + grid.shape)
+        c0 = np.asarray(c0, dtype)
+        t_end = 20 * DT_V5
+        exact = c0 * exact_factor(3, 2 * half, t_end)
+        rho = 4 * D_V5 * 3 / (grid.spacing[0] ** 2)  # exact bound of the 7-point operator
+        for method, dt in methods(rho):
+            label = f"V5 grid {n}^3, {S} factor{'s' if S > 1 else ''}"
+            out.append(dict(run_case(model, c0, exact, method=method, dt=dt, t_end=t_end, label=label,
+                                     n_nodes=disc.n_nodes, repeat=repeat), nodes=disc.n_nodes, factors=S))
+            print(_row(out[-1]), flush=True)
+    return out
+
+
+def mesh_cases(n, dtype, repeat, methods, layouts):
+    import numpy as np
+
+    import geometry
+    import solver
+
+    mesh = geometry.box_mesh([0, 0, 0], [1, 1, 1], n)
+    disc = geometry.discretise(mesh)
+    c0 = np.asarray(cosine(mesh.points, 0.0, 1.0)[None], dtype)
+    t_end = 20 * DT_V5
+    exact = c0 * exact_factor(3, 1.0, t_end)
+    out = []
+    rho = None
+    for layout in layouts:
+        model = solver.Model(disc, layout=layout)
+        if rho is None:
+            rho = float(np.max(solver.spectral_bound(model, model.params(D=D_V5))))
+        for method, dt in methods(rho):
+            label = f"tet mesh {mesh.n_nodes} nodes ({layout})"
+            out.append(dict(run_case(model, c0, exact, method=method, dt=dt, t_end=t_end, label=label,
+                                     n_nodes=mesh.n_nodes, repeat=repeat), nodes=mesh.n_nodes, factors=1,
+                            layout=layout, cells=mesh.n_cells))
+            print(_row(out[-1]), flush=True)
+    return out, disc, c0
+
+
+# ---------------------------------------------------------------- NumPy/SciPy baselines
+
+def numpy_grid_step(c, g, h, method, stages):
+    """The same schemes as the solver, written as a user would in NumPy (one factor, 3-D)."""
+    import numpy as np
+
+    def L(u):
+        out = np.zeros_like(u)
+        for a in range(3):
+            f = g * np.diff(u, axis=a)
+            sl_lo = [slice(None)] * 3
+            sl_hi = [slice(None)] * 3
+            sl_lo[a] = slice(0, -1)
+            sl_hi[a] = slice(1, None)
+            out[tuple(sl_lo)] += f
+            out[tuple(sl_hi)] -= f
+        return out
+
+    return _numpy_step(c, L, h, method, stages, np)
+
+
+def _numpy_step(c, L, h, method, stages, np):
+    import solver
+
+    if method == "euler":
+        return c + h * L(c)
+    if method == "rkl2":
+        rows, mut1 = solver.rkl2_coefficients(stages)
+        L0 = h * L(c)
+        y1, y2 = c + mut1 * L0, c
+        for mu, nu, mut, gt in rows:
+            y1, y2 = mu * y1 + nu * y2 + (1 - mu - nu) * c + mut * h * L(y1) + gt * L0, y1
+        return y1
+    raise ValueError(method)
+
+
+def numpy_baselines(grid_n, mesh_disc, dtype, cases):
+    import numpy as np
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    out = []
+    hx = 1.0 / grid_n
+    c = np.random.default_rng(0).uniform(size=(grid_n,) * 3).astype(dtype)
+    g = D_V5 / hx ** 2
+    for case in cases:
+        if not case["case"].startswith("V5") or case["factors"] != 1 or case["method"] == "cn":
+            continue
+        decay = np.exp(-K_V5 * case["dt_s"] / 2)
+
+        def step():
+            u = numpy_grid_step(c * decay, g, case["dt_s"], case["method"], case["stages"]) * decay
+            return u
+
+        _, t = timeit(step, repeat=3)
+        out.append({"case": case["case"], "method": case["method"], "numpy_s_per_step": t,
+                    "jax_s_per_step": case["run_s"] / case["steps"],
+                    "speedup": t / (case["run_s"] / case["steps"])})
+        print(f"  numpy {case['case']:<28} {case['method']:<6} {1e3 * t:9.2f} ms/step   jax speed-up "
+              f"{out[-1]['speedup']:.1f}x", flush=True)
+    # mesh: SciPy CSR with the same lumped operator; CN with SciPy's CG
+    rows, cols, vals = mesh_disc.stiffness([D_V5])
+    N = mesh_disc.n_nodes
+    K = sp.csr_matrix((vals, (rows, cols)), shape=(N, N))
+    minv = 1.0 / mesh_disc.mass
+    u0 = np.random.default_rng(0).uniform(size=N)
+    for case in cases:
+        if not case["case"].startswith("tet") or case.get("layout") != "csr":
+            continue
+        h = case["dt_s"]
+        if case["method"] == "cn":
+            A = (sp.diags(mesh_disc.mass) + 0.5 * h * K).tocsr()
+            diag = A.diagonal()
+            pre = spla.LinearOperator((N, N), matvec=lambda x: x / diag)
+
+            def step():
+                b = -h * (K @ u0)
+                d, _ = spla.cg(A, b, rtol=1e-5 if dtype == "float32" else 1e-10, M=pre)
+                return u0 + d
+        else:
+            def step():
+                return _numpy_step(u0, lambda x: -minv * (K @ x), h, case["method"], case["stages"], np)
+
+        _, t = timeit(step, repeat=3)
+        out.append({"case": case["case"], "method": case["method"], "numpy_s_per_step": t,
+                    "jax_s_per_step": case["run_s"] / case["steps"],
+                    "speedup": t / (case["run_s"] / case["steps"])})
+        print(f"  scipy {case['case']:<28} {case['method']:<6} {1e3 * t:9.2f} ms/step   jax speed-up "
+              f"{out[-1]['speedup']:.1f}x", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------- bandwidth
+
+def bandwidth(n, repeat):
+    """Copy bandwidth (x -> x + 1) and one 7-point pass at n^3 float32; the pass moves >= 8 B/voxel."""
+    import jax
+    import jax.numpy as jnp
+
+    import geometry
+    import solver
+
+    disc = geometry.discretise(geometry.box_grid([0, 0, 0], [1, 1, 1], n))
+    space = solver.Model(disc).space
+    x = jnp.ones((1, n, n, n), jnp.float32)
+    g = space.conductances(jnp.full((1, 1), 1e-3, jnp.float32))
+    copy = jax.jit(lambda u: u + 1.0)
+    stencil = jax.jit(lambda u: u + 0.1 * space.apply(u, g))
+    _, t_copy = timeit(lambda: copy(x).block_until_ready(), repeat=repeat)
+    _, t_pass = timeit(lambda: stencil(x).block_until_ready(), repeat=repeat)
+    nbytes = 8.0 * n ** 3
+    res = {"n": n, "copy_GBps": nbytes / t_copy / 1e9, "stencil_GBps": nbytes / t_pass / 1e9,
+           "stencil_fraction_of_copy": t_copy / t_pass, "stencil_ms": 1e3 * t_pass}
+    print(f"  bandwidth {n}^3 float32: copy {res['copy_GBps']:.1f} GB/s, 7-point pass {res['stencil_GBps']:.1f} GB/s "
+          f"({100 * res['stencil_fraction_of_copy']:.0f} % of copy)", flush=True)
+    return res
+
+
+def _row(r):
+    return (f"  {r['case']:<36} {r['method']:<6} s={r['stages']:<3} dt={r['dt_s']:<8.4g} compile {r['compile_s']:6.2f} s  "
+            f"{r['ms_per_0.01min']:9.2f} ms/0.01min  {r['ns_per_node_factor_step']:7.2f} ns/node/step  "
+            f"err {r['rel_error_vs_V1']:.2e}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (what the tests run)")
+    ap.add_argument("--threads", type=int, default=None, help="pin to this many CPU cores")
+    ap.add_argument("--precision", choices=["single", "double"], default="single")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the JSON record (default benchmarks/results)")
+    ap.add_argument("--skip-numpy", action="store_true")
+    args = ap.parse_args(argv)
+    pin_threads(args.threads)
+    import jax
+
+    if args.precision == "double":
+        jax.config.update("jax_enable_x64", True)
+    dtype = "float64" if args.precision == "double" else "float32"
+    grid_n, mesh_n, bw_n, repeat = (20, 12, 64, 2) if args.quick else (100, 58, 256, 3)
+    factors = (1, 2) if args.quick else (1, 10)
+
+    def grid_methods(rho):
+        return [("euler", 0.95 * 2 / rho), ("rkl2", DT_V5), ("cn", DT_V5), ("rkl2", 10 * DT_V5), ("cn", 10 * DT_V5)]
+
+    def mesh_methods(rho):
+        return [("euler", 0.95 * 2 / rho), ("rkl2", DT_V5), ("cn", DT_V5)]
+
+    print(f"paracrine forward benchmark ({'quick' if args.quick else 'full'}, {dtype})", flush=True)
+    env = environment()
+    print(f"  {env['platform']} {env['device']}, {env['cpu_threads']} CPU threads, jax {env['jax']}", flush=True)
+    grid = grid_cases(grid_n, factors, dtype, repeat, grid_methods)
+    mesh, mesh_disc, _ = mesh_cases(mesh_n, dtype, repeat, mesh_methods, ("csr", "padded"))
+    base = [] if args.skip_numpy else numpy_baselines(grid_n, mesh_disc, dtype, grid + mesh)
+    bw = bandwidth(bw_n, repeat)
+    record = {"benchmark": "forward", "quick": args.quick, "precision": dtype, "environment": env,
+              "sizes": {"grid": [grid_n] * 3, "mesh_nodes": mesh_disc.n_nodes, "mesh_cells": mesh_disc.mesh.n_cells,
+                        "factors": list(factors), "bandwidth_grid": [bw_n] * 3},
+              "results": grid + mesh, "baselines": base, "bandwidth": bw}
+    path = write_record("forward", record, args.out)
+    print(f"wrote {path}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
