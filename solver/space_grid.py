@@ -107,6 +107,17 @@ class GridSpace(eqx.Module):
         m = self.mass(c.dtype)
         return jnp.sum(jnp.reshape(c * m, (c.shape[0], -1)), axis=1)
 
+    def region_amounts(self, c):
+        """Amount of each factor in each region, (S, R)."""
+        flat = c.reshape(c.shape[0], -1) * self.voxel_volume
+        idx = jnp.where(self.region_index >= 0, self.region_index, self.n_regions).reshape(-1)
+        sums = jax.vmap(lambda x: jax.ops.segment_sum(x, idx, self.n_regions + 1))(flat)
+        return sums[:, : self.n_regions]
+
+    def region_volumes(self):
+        idx = jnp.where(self.region_index >= 0, self.region_index, self.n_regions).reshape(-1)
+        return jax.ops.segment_sum(jnp.full(idx.shape, self.voxel_volume), idx, self.n_regions + 1)[: self.n_regions]
+
     def cg_mass(self, dtype):
         """The mass used to symmetrise the implicit step; 1 per voxel (equal volumes)."""
         return jnp.asarray(1.0, dtype)

@@ -88,5 +88,12 @@ class MeshSpace(eqx.Module):
     def total(self, c):
         return c @ self.mass_
 
+    def region_amounts(self, c):
+        """Amount of each factor in each region, (S, R): sum_i m_ir c_i."""
+        return c @ (self.weights * self.mass_[:, None])
+
+    def region_volumes(self):
+        return self.mass_ @ self.weights
+
     def cg_mass(self, dtype):
         return self.mass_.astype(dtype)
