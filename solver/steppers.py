@@ -116,18 +116,22 @@ class RKL2(AbstractStepper):
         return (self.s * self.s + self.s - 2) / (2.0 * rho)
 
     def diffuse(self, space, g, c, h, f=None):
+        # Stages in increment form W_j = Y_j - Y_0: since L is linear and f constant,
+        # L Y_j + f = L W_j + F0 with F0 = L Y_0 + f, and
+        #   W_j = mu_j W_{j-1} + nu_j W_{j-2} + mu~_j h L W_{j-1} + (mu~_j + gamma~_j) h F0,
+        # which reads three fields per stage instead of four (the pass is bandwidth-bound).
         rows, mut1 = rkl2_coefficients(self.s)
-        L0 = h * _rhs(space, g, c, f)
-        y1 = c + mut1 * L0
+        F0 = h * _rhs(space, g, c, f)
+        w1 = mut1 * F0
 
         def stage(carry, coef):
-            y1, y2 = carry
+            w1, w2 = carry
             mu, nu, mut, gt = coef[0], coef[1], coef[2], coef[3]
-            y = mu * y1 + nu * y2 + (1 - mu - nu) * c + mut * h * _rhs(space, g, y1, f) + gt * L0
-            return (y, y1), None
+            w = mu * w1 + nu * w2 + mut * h * space.apply(w1, g) + (mut + gt) * F0
+            return (w, w1), None
 
-        (y, _), _ = jax.lax.scan(stage, (y1, c), jnp.asarray(rows, c.dtype))
-        return y, jnp.zeros((), jnp.int32), jnp.array(True)
+        (w, _), _ = jax.lax.scan(stage, (w1, jnp.zeros_like(c)), jnp.asarray(rows, c.dtype))
+        return c + w, jnp.zeros((), jnp.int32), jnp.array(True)
 
 
 def _pcg(matvec, b, diag, tol, maxiter):
