@@ -15,10 +15,10 @@ def two_region(kind, dim=2, n=8):
     return geometry.discretise(geo)
 
 
-@pytest.mark.parametrize("kind", ["grid", "mesh"])
+@pytest.mark.parametrize("kind,dim", [("grid", 2), ("grid", 3), ("mesh", 2), ("mesh", 3)])
 @pytest.mark.parametrize("method", ["euler", "rkl2", "cn"])
-def test_zero_flux_diffusion_conserves_to_round_off(kind, method, rng):
-    disc = two_region(kind)
+def test_zero_flux_diffusion_conserves_to_round_off(kind, dim, method, rng):
+    disc = two_region(kind, dim=dim, n=8 if dim == 2 else 5)
     model = solver.Model(disc, factors=["a", "b"])
     c0 = rng.uniform(0, 1, model.state_shape) * np.asarray(disc.mass > 0)
     params = model.params(D=[[1e-2, 5e-3], [2e-3, 4e-2]])
