@@ -248,6 +248,7 @@ def main(argv=None):
     ap.add_argument("--precision", choices=["single", "double"], default="single")
     ap.add_argument("--out", type=Path, default=None, help="folder for the JSON record (default benchmarks/results)")
     ap.add_argument("--skip-numpy", action="store_true")
+    ap.add_argument("--only", choices=["grid", "mesh"], default=None, help="run one family of cases")
     args = ap.parse_args(argv)
     pin_threads(args.threads)
     import jax
@@ -267,12 +268,14 @@ def main(argv=None):
     print(f"paracrine forward benchmark ({'quick' if args.quick else 'full'}, {dtype})", flush=True)
     env = environment()
     print(f"  {env['platform']} {env['device']}, {env['cpu_threads']} CPU threads, jax {env['jax']}", flush=True)
-    grid = grid_cases(grid_n, factors, dtype, repeat, grid_methods)
-    mesh, mesh_disc, _ = mesh_cases(mesh_n, dtype, repeat, mesh_methods, ("csr", "padded"))
-    base = [] if args.skip_numpy else numpy_baselines(grid_n, mesh_disc, dtype, grid + mesh)
+    grid = [] if args.only == "mesh" else grid_cases(grid_n, factors, dtype, repeat, grid_methods)
+    mesh, mesh_disc, _ = ([], None, None) if args.only == "grid" else \
+        mesh_cases(mesh_n, dtype, repeat, mesh_methods, ("padded", "csr"))
+    base = [] if args.skip_numpy or args.only else numpy_baselines(grid_n, mesh_disc, dtype, grid + mesh)
     bw = bandwidth(bw_n, repeat)
     record = {"benchmark": "forward", "quick": args.quick, "precision": dtype, "environment": env,
-              "sizes": {"grid": [grid_n] * 3, "mesh_nodes": mesh_disc.n_nodes, "mesh_cells": mesh_disc.mesh.n_cells,
+              "sizes": {"grid": [grid_n] * 3, "mesh_nodes": mesh_disc and mesh_disc.n_nodes,
+                        "mesh_cells": mesh_disc and mesh_disc.mesh.n_cells,
                         "factors": list(factors), "bandwidth_grid": [bw_n] * 3},
               "results": grid + mesh, "baselines": base, "bandwidth": bw}
     path = write_record("forward", record, args.out)

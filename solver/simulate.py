@@ -122,7 +122,7 @@ def plan(model: Model, params: Params, *, dt: float, method="rkl2") -> AbstractS
 
 def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=None, method="rkl2",
              observe: Callable | None = None, c0=None, budget: bool = False, positive: bool = True,
-             checkpoint: bool = True, unroll: int = 1) -> Solution:
+             checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None) -> Solution:
     """Integrate the model from c0 (default zero) to t_end.
 
     t_end, dt, save_at: seconds; save intervals are cut into equal steps no longer than dt.
@@ -133,6 +133,9 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     positive: apply the conservative positivity limiter after each diffusion step (see
     `positivity_limiter`); the amount it moved is stats["limited"]. Pass False for signed
     data (verification modes): the equations are linear and accept them.
+    factor_loop: diffuse the factors one after another (`lax.map`) rather than as one batch;
+    factors do not couple in diffusion, and one factor's stages stay in cache (default: on
+    when there are several factors).
 
     Under jax.jit / vmap / grad the stage count of RKL2 cannot be read from traced
     parameters: pass method=RKL2(s=...) (see `solver.rkl2_stages`) or call simulate
@@ -168,14 +171,15 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     ys, final, stats, bud, status = _run(model, params, c0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
                                          jnp.asarray(n, jnp.int32), stepper=stepper, n_max=int(n.max()),
                                          uniform=uniform, observe=observe, budget=budget, positive=positive,
-                                         checkpoint=checkpoint, n_saves=len(save), unroll=unroll)
+                                         checkpoint=checkpoint, n_saves=len(save), unroll=unroll,
+                                         factor_loop=model.n_factors > 1 if factor_loop is None else factor_loop)
     return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, stats=stats, budget=bud if budget else None,
                     status=status)
 
 
 @eqx.filter_jit
 def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform, observe, budget,
-         positive, checkpoint, n_saves, unroll):
+         positive, checkpoint, n_saves, unroll, factor_loop):
     TRACE_COUNT[type(stepper).__name__] += 1
     space = model.space
     g = space.conductances(params.D)
@@ -183,8 +187,8 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
     decay_share = params.decay.reshape(kappa.shape[:1] + (1,) * (kappa.ndim - 1)) / jnp.where(kappa > 0, kappa, 1.0)
     zero = jnp.zeros(c0.shape[0], c0.dtype)
 
-    def half_react(c, h, acc):
-        new = react(c, kappa, h)
+    def half_react(c, E, acc):
+        new = c * E
         if budget:
             removed = c - new  # >= 0 for c >= 0; k / kappa of it is decay
             decayed = space.total(removed * decay_share)
@@ -200,15 +204,23 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
             f = src.add(f, (prof.cumulative(t0 + h) - prof.cumulative(t0)) / jnp.where(h > 0, h, 1.0))
         return f
 
-    def step(carry, t0, h):
+    def diffuse(c, h, f):
+        if not factor_loop:
+            return stepper.diffuse(space, g, c, h, f)
+        one = lambda x: x[:, None]  # noqa: E731  keep a factor axis of length 1
+        xs = (one(c), jax.tree.map(one, g), None if f is None else one(f))
+        new, k, conv = jax.lax.map(lambda a: stepper.diffuse(space, a[1], a[0], h, a[2]), xs)
+        return new[:, 0], jnp.sum(k).astype(jnp.int32), jnp.all(conv)
+
+    def step(carry, t0, h, E):
         c, acc, its, ok, limited = carry
         f = forcing(t0, h)
-        c, acc = half_react(c, 0.5 * h, acc)
-        c, k, converged = stepper.diffuse(space, g, c, h, f)
+        c, acc = half_react(c, E, acc)
+        c, k, converged = diffuse(c, h, f)
         if positive:
             c, moved = positivity_limiter(space, c)
             limited = limited + moved
-        c, acc = half_react(c, 0.5 * h, acc)
+        c, acc = half_react(c, E, acc)
         if budget and f is not None:
             acc = dict(acc, secreted=acc["secreted"] + h * space.total(f))
         return c, acc, its + k, ok & converged, limited
@@ -218,12 +230,13 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
 
     def interval(carry, x):
         t_start, h, n = x
+        E = react(jnp.ones((), c0.dtype), kappa, 0.5 * h)  # exact half-step reaction factor, once per interval
 
         def body(carry, i):
             t0 = t_start + i.astype(h.dtype) * h
             if uniform:
-                return step(carry, t0, h), None
-            return jax.lax.cond(i < n, lambda c: step(c, t0, h), lambda c: c, carry), None
+                return step(carry, t0, h, E), None
+            return jax.lax.cond(i < n, lambda c: step(c, t0, h, E), lambda c: c, carry), None
 
         carry, _ = jax.lax.scan(body, carry, jnp.arange(n_max), unroll=unroll)
         c = carry[0]

@@ -1,11 +1,14 @@
 """Lumped P1 finite elements on triangle/tetrahedron meshes.
 
-(L c)_i = -(1/m_i) (K c)_i = (1/m_i) sum_{e=(i,j)} g_e (c_j - c_i),
+(L c)_i = -(1/m_i) (K c)_i = sum_j w_ij c_j - d_i c_i,
+w_ij = g_e / m_i for the edge e = (i, j), d_i = sum_j w_ij,
 g_e = sum_r D_r G_{e,r}  (unit-diffusivity couplings per region, from geometry).
 
-Two layouts of the same operator, chosen by measurement (benchmarks/README.md):
-"csr": directed edges sorted by row, a gather and a sorted `segment_sum`;
-"padded": a dense (N, K) neighbour table padded with the node itself.
+w and d are formed once per simulation, so a pass is one gather of c and one
+reduction. Two layouts of the same operator, chosen by measurement
+(benchmarks/README.md): "padded": a dense (N, K) neighbour table padded with
+the node itself and zero weights, a gather and a row sum; "csr": directed edges
+sorted by row, a gather and a sorted `segment_sum`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class MeshSpace(eqx.Module):
     kind = "mesh"
 
     @classmethod
-    def from_discretisation(cls, disc, *, layout: str = "csr", dtype=None) -> "MeshSpace":
+    def from_discretisation(cls, disc, *, layout: str = "padded", dtype=None) -> "MeshSpace":
         if layout not in LAYOUTS:
             raise ValueError(f"mesh operator layout {layout!r} is not one of {LAYOUTS}")
         dtype = dtype or jnp.result_type(float)
@@ -51,36 +54,37 @@ class MeshSpace(eqx.Module):
         return jnp.asarray(values) @ self.weights.T
 
     def conductances(self, D):
-        """Per-layout edge conductances divided by the row's mass, (S, 2E) or (S, N, K)."""
+        """(w, d): per-layout weights w_ij = g_e / m_i, (S, 2E) or (S, N, K), and row sums d (S, N)."""
         g = D @ self.couplings.T  # (S, E)
         if self.layout == "csr":
-            return g[:, self.csr_edge] / self.mass_[self.csr_row]
-        g = jnp.pad(g, ((0, 0), (0, 1)))
-        return g[:, self.nbr_edge] / self.mass_[:, None]
+            w = g[:, self.csr_edge] / self.mass_[self.csr_row]
+        else:
+            w = jnp.pad(g, ((0, 0), (0, 1)))[:, self.nbr_edge] / self.mass_[:, None]
+        return w, self._row_sum(w)
+
+    def _row_sum(self, w):
+        if self.layout == "csr":
+            return jax.vmap(lambda wk: jax.ops.segment_sum(wk, self.csr_row, self.shape[0],
+                                                           indices_are_sorted=True))(w)
+        return jnp.sum(w, axis=-1)
 
     def apply(self, c, g):
+        w, d = g
         if self.layout == "csr":
             n = self.shape[0]
-
-            def one(ck, gk):
-                flux = gk * (ck[self.csr_col] - ck[self.csr_row])
-                return jax.ops.segment_sum(flux, self.csr_row, n, indices_are_sorted=True)
-
-            return jax.vmap(one)(c, g)
-        return jnp.sum(g * (c[:, self.nbr] - c[:, :, None]), axis=-1)
-
-    def _row_abs_sum(self, g):
-        if self.layout == "csr":
-            return jax.vmap(lambda gk: jax.ops.segment_sum(gk, self.csr_row, self.shape[0],
-                                                           indices_are_sorted=True))(g)
-        return jnp.sum(g, axis=-1)
+            gathered = jax.vmap(lambda ck, wk: jax.ops.segment_sum(wk * ck[self.csr_col], self.csr_row, n,
+                                                                    indices_are_sorted=True))(c, w)
+        else:
+            gathered = jnp.sum(w * c[:, self.nbr], axis=-1)
+        return gathered - d * c
 
     def rate_bound(self, g):
-        """Upper bound (S,) on the spectral radius of M^{-1} K (Gershgorin)."""
-        return 2 * jnp.max(self._row_abs_sum(jnp.abs(g)), axis=1)
+        """Upper bound (S,) on the spectral radius of M^{-1} K (Gershgorin: |d_i| + sum_j |w_ij|)."""
+        w, d = g
+        return jnp.max(jnp.abs(d) + self._row_sum(jnp.abs(w)), axis=1)
 
     def diagonal(self, g):
-        return self._row_abs_sum(g)
+        return g[1]
 
     def mass(self, dtype):
         return self.mass_.astype(dtype)
