@@ -135,7 +135,8 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     data (verification modes): the equations are linear and accept them.
     factor_loop: diffuse the factors one after another (`lax.map`) rather than as one batch;
     factors do not couple in diffusion, and one factor's stages stay in cache (default: on
-    when there are several factors).
+    for several factors with RKL2 and CN, off for forward Euler's single pass; measured in
+    benchmarks/README.md).
 
     Under jax.jit / vmap / grad the stage count of RKL2 cannot be read from traced
     parameters: pass method=RKL2(s=...) (see `solver.rkl2_stages`) or call simulate
@@ -172,7 +173,8 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
                                          jnp.asarray(n, jnp.int32), stepper=stepper, n_max=int(n.max()),
                                          uniform=uniform, observe=observe, budget=budget, positive=positive,
                                          checkpoint=checkpoint, n_saves=len(save), unroll=unroll,
-                                         factor_loop=model.n_factors > 1 if factor_loop is None else factor_loop)
+                                         factor_loop=(model.n_factors > 1 and stepper.loop_factors) if factor_loop is None
+                                         else factor_loop)
     return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, stats=stats, budget=bud if budget else None,
                     status=status)
 

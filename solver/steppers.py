@@ -33,6 +33,9 @@ def _fmt(x: float) -> str:
 
 class AbstractStepper(eqx.Module):
     order: int = eqx.field(static=True, default=2, init=False)
+    #: Diffuse several factors one after another by default: worth it when a step makes
+    #: several passes (stages, CG iterations) that then stay in cache.
+    loop_factors: bool = eqx.field(static=True, default=True, init=False)
 
     def plan(self, rho_max: float, h_max: float) -> "AbstractStepper":
         """Host-side: the configured stepper for concrete spectral radius and step; raises when impossible."""
@@ -58,6 +61,7 @@ def _rhs(space, g, c, f):
 
 class ForwardEuler(AbstractStepper):
     order: int = eqx.field(static=True, default=1, init=False)
+    loop_factors: bool = eqx.field(static=True, default=False, init=False)
 
     def plan(self, rho_max, h_max):
         if h_max * rho_max > 2.0:
