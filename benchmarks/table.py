@@ -1,0 +1,41 @@
+"""Render benchmark JSON records as the markdown tables of benchmarks/README.md.
+
+    python benchmarks/table.py benchmarks/results/forward-*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def forward_table(records: list[dict]) -> str:
+    lines = ["| case | threads | method | stages | dt (s) | compile (s) | ms per 0.01 min | ns per node-factor-step | rel. error vs V1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for rec in records:
+        thr = rec["environment"]["cpu_threads"]
+        for r in rec["results"]:
+            lines.append(f"| {r['case']} | {thr} | {r['method']} | {r['stages']} | {r['dt_s']:.4g} | {r['compile_s']:.2f} | "
+                         f"{r['ms_per_0.01min']:.2f} | {r['ns_per_node_factor_step']:.2f} | {r['rel_error_vs_V1']:.2e} |")
+    base = [(rec["environment"]["cpu_threads"], b) for rec in records for b in rec.get("baselines", [])]
+    if base:
+        lines += ["", "| baseline (same scheme, NumPy / SciPy) | threads | method | NumPy/SciPy ms per step | JAX ms per step | JAX speed-up |",
+                  "|---|---|---|---|---|---|"]
+        for thr, b in base:
+            lines.append(f"| {b['case']} | {thr} | {b['method']} | {1e3 * b['numpy_s_per_step']:.2f} | "
+                         f"{1e3 * b['jax_s_per_step']:.2f} | {b['speedup']:.1f}x |")
+    bw = [(rec["environment"]["cpu_threads"], rec["bandwidth"]) for rec in records if rec.get("bandwidth")]
+    if bw:
+        lines += ["", "| bandwidth probe | threads | copy GB/s | 7-point pass GB/s | pass / copy |", "|---|---|---|---|---|"]
+        for thr, b in bw:
+            lines.append(f"| {b['n']}^3 float32 | {thr} | {b['copy_GBps']:.1f} | {b['stencil_GBps']:.1f} | "
+                         f"{100 * b['stencil_fraction_of_copy']:.0f} % |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    recs = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
+    env = recs[0]["environment"] if recs else {}
+    print(f"<!-- {env.get('platform')} {env.get('device')}, jax {env.get('jax')}, {recs[0]['precision'] if recs else ''} -->")
+    print(forward_table(recs))
