@@ -28,7 +28,7 @@ class Model(eqx.Module):
     factors: tuple = eqx.field(static=True)
     regions: tuple = eqx.field(static=True)
 
-    def __init__(self, disc, *, factors=("factor",), sources=(), layout: str = "padded", dtype=None):
+    def __init__(self, disc, *, factors=("factor",), sources=(), layout: str = "csr", dtype=None):
         from geometry import GridDiscretisation, MeshDiscretisation
 
         dtype = dtype or jnp.result_type(float)

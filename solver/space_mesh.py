@@ -6,9 +6,10 @@ g_e = sum_r D_r G_{e,r}  (unit-diffusivity couplings per region, from geometry).
 
 w and d are formed once per simulation, so a pass is one gather of c and one
 reduction. Two layouts of the same operator, chosen by measurement
-(benchmarks/README.md): "padded": a dense (N, K) neighbour table padded with
-the node itself and zero weights, a gather and a row sum; "csr": directed edges
-sorted by row, a gather and a sorted `segment_sum`.
+(benchmarks/README.md): "csr" (the default, faster in whole runs on CPU):
+directed edges sorted by row, a gather and a sorted `segment_sum`; "padded": a
+dense (N, K) neighbour table padded with the node itself and zero weights, a
+gather and a row sum (no scatter; a candidate for GPUs, not yet measured there).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class MeshSpace(eqx.Module):
     kind = "mesh"
 
     @classmethod
-    def from_discretisation(cls, disc, *, layout: str = "padded", dtype=None) -> "MeshSpace":
+    def from_discretisation(cls, disc, *, layout: str = "csr", dtype=None) -> "MeshSpace":
         if layout not in LAYOUTS:
             raise ValueError(f"mesh operator layout {layout!r} is not one of {LAYOUTS}")
         dtype = dtype or jnp.result_type(float)
