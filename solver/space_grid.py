@@ -11,7 +11,6 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def _diff_flux(c, g, axis):
@@ -122,6 +121,3 @@ class GridSpace(eqx.Module):
         """The mass used to symmetrise the implicit step; 1 per voxel (equal volumes)."""
         return jnp.asarray(1.0, dtype)
 
-
-def grid_mass_numpy(disc) -> np.ndarray:
-    return np.where(disc.region_index >= 0, disc.grid.voxel_volume, 0.0)

@@ -18,7 +18,7 @@ def skfem_matrices(mesh, D):
         m = skfem.MeshTet(mesh.points.T.copy(), mesh.cells.T.copy())
         e = skfem.ElementTetP1()
     K = 0
-    for r, (name, label) in enumerate(sorted(mesh.region_names.items(), key=lambda kv: kv[1])):
+    for r, (_name, label) in enumerate(sorted(mesh.region_names.items(), key=lambda kv: kv[1])):
         basis = skfem.Basis(m, e, elements=np.flatnonzero(mesh.cell_regions == label))
         K = K + D[r] * skfem.asm(laplace, basis)
     M = skfem.asm(mass, skfem.Basis(m, e))
