@@ -9,8 +9,10 @@ from .generators import box_grid, box_mesh, boundary_facets, halfspace, tensor_m
 from .grid import Grid
 from .io import read, write
 from .mesh import Mesh
+from .ventricle import SPECIES, TERRITORIES, LVShape, aha_segments, infarct_labels, lv_ellipsoid, lv_shape
 
 __all__ = [
+    "LVShape", "SPECIES", "TERRITORIES", "aha_segments", "infarct_labels", "lv_ellipsoid", "lv_shape",
     "GeometryError", "Grid", "GridDiscretisation", "Mesh", "MeshDiscretisation", "boundary_facets",
     "box_grid", "box_mesh", "discretise", "halfspace", "read", "tensor_mesh", "write",
 ]
