@@ -7,11 +7,13 @@ from .discretise import GridDiscretisation, MeshDiscretisation, discretise
 from .errors import GeometryError
 from .generators import box_grid, box_mesh, boundary_facets, halfspace, tensor_mesh
 from .grid import Grid
+from .images import EMIDEC, from_labels, read_labels
 from .io import read, write
 from .mesh import Mesh
 from .ventricle import SPECIES, TERRITORIES, LVShape, aha_segments, infarct_labels, lv_ellipsoid, lv_shape
 
 __all__ = [
+    "EMIDEC", "from_labels", "read_labels",
     "LVShape", "SPECIES", "TERRITORIES", "aha_segments", "infarct_labels", "lv_ellipsoid", "lv_shape",
     "GeometryError", "Grid", "GridDiscretisation", "Mesh", "MeshDiscretisation", "boundary_facets",
     "box_grid", "box_mesh", "discretise", "halfspace", "read", "tensor_mesh", "write",
