@@ -10,9 +10,11 @@ from .grid import Grid
 from .images import EMIDEC, from_labels, read_labels
 from .io import read, write
 from .mesh import Mesh
+from .summary import plot_sections, summary
 from .ventricle import SPECIES, TERRITORIES, LVShape, aha_segments, infarct_labels, lv_ellipsoid, lv_shape
 
 __all__ = [
+    "plot_sections", "summary",
     "EMIDEC", "from_labels", "read_labels",
     "LVShape", "SPECIES", "TERRITORIES", "aha_segments", "infarct_labels", "lv_ellipsoid", "lv_shape",
     "GeometryError", "Grid", "GridDiscretisation", "Mesh", "MeshDiscretisation", "boundary_facets",

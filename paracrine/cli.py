@@ -22,6 +22,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", choices=["rkl2", "cn", "euler"], default="rkl2")
     demo.add_argument("--cells-per-axis", type=int, default=20, dest="n", help="mesh resolution (default 20)")
     demo.add_argument("--precision", choices=["single", "double"], default="single")
+    mesh = sub.add_parser("mesh", help="generate (or read) a geometry, summarise it and write it with a picture",
+                          description="A truncated-ellipsoid LV with an infarct (default), a mesh file (--input) "
+                                      "or an EMIDEC label image (--labels); writes mesh.vtu or grid.npz, "
+                                      "summary.json and sections.png into --out.")
+    mesh.add_argument("--species", default="rat", help="reference, mouse, rat, pig or human (default rat)")
+    mesh.add_argument("--size", type=float, help="tetrahedral mesh edge length (mm)")
+    mesh.add_argument("--spacing", type=float, help="voxel spacing (mm); with --labels: the image spacing")
+    mesh.add_argument("--territory", default="LAD", help="LAD, LAD+, RCA, LCx or none (default LAD)")
+    mesh.add_argument("--transmural", type=float, default=1.0, help="infarct extent from the endocardium (0-1]")
+    mesh.add_argument("--border-width", type=float, default=None, help="border-zone band (mm; default wall / 3)")
+    mesh.add_argument("--input", help="a mesh file (.msh, .vtu, .xdmf) to summarise instead")
+    mesh.add_argument("--labels", help="an EMIDEC label image (.npy, .npz, .nii[.gz]) instead")
+    mesh.add_argument("--out", default="mesh", help="output folder (new or empty; default ./mesh)")
     return ap
 
 
@@ -30,6 +43,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.command is None:
         ap.print_help()
+        return 0
+    if args.command == "mesh":
+        from geometry import GeometryError
+
+        from . import meshcmd
+
+        try:
+            meshcmd.run(args)
+        except (GeometryError, ValueError) as err:
+            print(f"paracrine mesh: {err}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "demo":
         for key in ("hours", "dt"):
