@@ -7,6 +7,7 @@ Mesh (lumped P1):
               unit-diffusivity edge conductance per region, so that the
               stiffness with region-wise D is (K c)_i = sum_{e=(i,j)} g_e (c_i - c_j),
               g_e = sum_r D_r G_{e,r}  (linear in D: cheap and differentiable).
+    A_{i,b}  = sum_{facets f of boundary b with i} |f| / d    lumped boundary area (Robin terms)
 Grid (cell-centred finite volumes): voxel volume, region index per voxel
 (-1 outside the tissue) and 1/h_a^2; face conductances D_f / h_a^2 with the
 harmonic mean D_f = 2 D_i D_j / (D_i + D_j) are formed by the solver.
@@ -48,6 +49,8 @@ class MeshDiscretisation:
     csr_edge: np.ndarray
     nbr: np.ndarray           # (N, K) neighbours, padded with the node itself
     nbr_edge: np.ndarray      # (N, K) edge ids, padded with E (a zero conductance)
+    boundaries: tuple = ()    # boundary names, ordered by tag
+    boundary_area: np.ndarray | None = None  # (N, B) lumped facet area of node i on boundary b
 
     kind = "mesh"
 
@@ -140,11 +143,22 @@ def _discretise_mesh(mesh: Mesh) -> MeshDiscretisation:
     nbr_edge = np.full((n, K), E)
     nbr[row, slot] = col
     nbr_edge[row, slot] = eid
+    btags = sorted(mesh.boundary_names.items(), key=lambda kv: kv[1])
+    boundary_area = np.zeros((n, len(btags)))
+    if len(mesh.facets) and btags:
+        f = mesh.points[mesh.facets]
+        if dim == 2:
+            area = np.linalg.norm(f[:, 1] - f[:, 0], axis=1)
+        else:
+            area = 0.5 * np.linalg.norm(np.cross(f[:, 1] - f[:, 0], f[:, 2] - f[:, 0]), axis=1)
+        for b, (_, tag) in enumerate(btags):
+            sel = mesh.facet_tags == tag
+            np.add.at(boundary_area[:, b], mesh.facets[sel].ravel(), np.repeat(area[sel] / dim, dim))
     arrays = dict(mass=mass_region.sum(1), mass_region=mass_region, edges=edges, couplings=couplings,
-                  csr_row=row, csr_col=col, csr_edge=eid, nbr=nbr, nbr_edge=nbr_edge)
+                  csr_row=row, csr_col=col, csr_edge=eid, nbr=nbr, nbr_edge=nbr_edge, boundary_area=boundary_area)
     for v in arrays.values():
         v.setflags(write=False)
-    return MeshDiscretisation(mesh=mesh, regions=regions, **arrays)
+    return MeshDiscretisation(mesh=mesh, regions=regions, boundaries=tuple(k for k, _ in btags), **arrays)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -154,6 +168,7 @@ class GridDiscretisation:
     region_index: np.ndarray  # grid shape, -1 outside the tissue
     inv_h2: tuple             # 1 / h_a^2 per axis
     homogeneous: bool         # every voxel is tissue of a single region
+    boundaries = ()           # grids carry no tagged boundaries
 
     kind = "grid"
 

@@ -27,6 +27,7 @@ class Model(eqx.Module):
     sources: tuple
     factors: tuple = eqx.field(static=True)
     regions: tuple = eqx.field(static=True)
+    boundaries: tuple = eqx.field(static=True)
 
     def __init__(self, disc, *, factors=("factor",), sources=(), layout: str = "csr", dtype=None):
         from geometry import GridDiscretisation, MeshDiscretisation
@@ -49,6 +50,7 @@ class Model(eqx.Module):
             raise ValueError(f"source names must be distinct, got {names}")
         self.factors = factors
         self.regions = tuple(disc.regions)
+        self.boundaries = tuple(disc.boundaries)
         self.sources = tuple(sources)
 
     @property
@@ -67,8 +69,11 @@ class Model(eqx.Module):
         """Control volume per node, broadcastable to the state's spatial shape."""
         return self.space.mass(dtype or jnp.result_type(float))
 
-    def params(self, *, D, decay=0.0, uptake=0.0, sources=()) -> Params:
-        """Params with scalars and per-factor values broadcast to (S,) / (S, R)."""
+    def params(self, *, D, decay=0.0, uptake=0.0, clearance=0.0, robin=None, sources=()) -> Params:
+        """Params with scalars and per-factor values broadcast to (S,) / (S, R).
+
+        robin: {boundary name: beta (mm/s), scalar or one per factor}; boundaries not named get 0.
+        """
         S, R = self.n_factors, self.n_regions
 
         def per_region(x, key):
@@ -93,14 +98,28 @@ class Model(eqx.Module):
             else:
                 p = eqx.tree_at(lambda q: q.rate, p, jnp.broadcast_to(p.rate, (S,)))
             profiles.append(p)
+        robin_arr = None
+        if robin is not None:
+            if not isinstance(robin, dict):
+                raise TypeError("robin must be a dict {boundary name: coefficient (mm/s)}")
+            bad = [k for k in robin if k not in self.boundaries]
+            if bad:
+                raise ValueError(f"robin names unknown boundary {bad[0]!r}; this geometry's boundaries are "
+                                 f"{list(self.boundaries)}")
+            cols = [jnp.broadcast_to(jnp.asarray(robin.get(b, 0.0), jnp.result_type(float)), (S,))
+                    for b in self.boundaries]
+            robin_arr = jnp.stack(cols, axis=1)
         return Params(D=per_region(D, "D"), decay=jnp.broadcast_to(decay, (S,)),
-                      uptake=per_region(uptake, "uptake"), sources=tuple(profiles))
+                      uptake=per_region(uptake, "uptake"), clearance=per_region(clearance, "clearance"),
+                      robin=robin_arr, sources=tuple(profiles))
 
     def check(self, params: Params) -> None:
         """Host-side validation of shapes (always) and values (when concrete)."""
         S, R = self.n_factors, self.n_regions
-        want = {"D": (S, R), "decay": (S,), "uptake": (S, R)}
+        want = {"D": (S, R), "decay": (S,), "uptake": (S, R), "clearance": (S, R), "robin": (S, len(self.boundaries))}
         for key, shape in want.items():
+            if getattr(params, key) is None:
+                continue
             got = getattr(params, key).shape
             if got != shape:
                 raise ValueError(f"params.{key} has shape {got}; the model needs {shape} "
@@ -118,6 +137,10 @@ class Model(eqx.Module):
         checks = {"D": (params.D, "finite and >= 0 (mm^2/s)", lambda v: np.isfinite(v) & (v >= 0)),
                   "decay": (params.decay, "finite and >= 0 (1/s)", lambda v: np.isfinite(v) & (v >= 0)),
                   "uptake": (params.uptake, "finite and >= 0 (1/s)", lambda v: np.isfinite(v) & (v >= 0))}
+        for key in ("clearance", "robin"):
+            if getattr(params, key) is not None:
+                unit = "1/s" if key == "clearance" else "mm/s"
+                checks[key] = (getattr(params, key), f"finite and >= 0 ({unit})", lambda v: np.isfinite(v) & (v >= 0))
         for src, prof in zip(self.sources, params.sources):
             rate = prof.rates if isinstance(prof, PiecewiseLinear) else prof.rate
             checks[f"sources[{src.name!r}] rate"] = (rate, "finite and >= 0 (pg/s)", lambda v: np.isfinite(v) & (v >= 0))
@@ -130,11 +153,34 @@ class Model(eqx.Module):
 
     def _where(self, key, idx):
         parts = []
-        if idx and key in ("D", "decay", "uptake"):
+        if idx and key in ("D", "decay", "uptake", "clearance", "robin"):
             parts.append(f"factor {self.factors[idx[0]]!r}")
             if len(idx) > 1:
-                parts.append(f"region {self.regions[idx[1]]!r}")
+                where = self.boundaries if key == "robin" else self.regions
+                parts.append(f"{'boundary' if key == 'robin' else 'region'} {where[idx[1]]!r}")
         return ", ".join(parts) or "value"
+
+    def loss_rates(self, params: Params) -> dict:
+        """First-order loss rates (1/s) by mechanism, as fields broadcastable to the state:
+        decay k, uptake sum_r w_ir u_r and capillary clearance sum_r w_ir a_r. Their sum is the
+        kappa of reactions.py; the budget reports each one."""
+        space = self.space
+        shape = (-1,) + (1,) * len(space.shape)
+        clearance = params.clearance if params.clearance is not None else jnp.zeros_like(params.uptake)
+        return {"decayed": params.decay.reshape(shape), "taken_up": space.per_node(params.uptake),
+                "cleared": space.per_node(clearance)}
+
+    def has_robin(self, params: Params) -> bool:
+        return params.robin is not None and bool(self.boundaries)
+
+    def operator(self, params: Params):
+        """The diffusion operator's coefficients for these params: conductances from D and, with
+        Robin coefficients, the boundary sink r_i = sum_b beta_b A_ib / m_i on the diagonal (the
+        lumped boundary mass term of K, so that it is integrated with the diffusion, not split)."""
+        g = self.space.conductances(params.D)
+        if self.has_robin(params):
+            g = self.space.with_sink(g, self.space.per_boundary(params.robin))
+        return g
 
     def total(self, c):
         return self.space.total(c)

@@ -18,10 +18,13 @@ def _arr(x):
 class Params(eqx.Module):
     """Parameters in internal units (mm, s, pg).
 
-    D:       (S, R) diffusivity of factor s in region r, mm^2/s.
-    decay:   (S,) first-order loss k_s, 1/s (ln 2 / half-life).
-    uptake:  (S, R) linear uptake u_sr by region, 1/s.
-    sources: one profile per source of the model (rates in pg/s per site).
+    D:         (S, R) diffusivity of factor s in region r, mm^2/s.
+    decay:     (S,) first-order loss k_s, 1/s (ln 2 / half-life).
+    uptake:    (S, R) linear uptake u_sr by region, 1/s.
+    clearance: (S, R) microvascular (capillary) clearance a_sr by region, 1/s.
+    robin:     (S, B) flux coefficients beta_sb (mm/s) to an exterior at zero concentration
+               through the tagged boundaries of a mesh (-D dc/dn = beta c), or None.
+    sources:   one profile per source of the model (rates in pg/s per site).
 
     Every leaf is an array, so one compiled program serves every value and
     `jax.grad` / `jax.vmap` apply to Params directly.
@@ -30,6 +33,8 @@ class Params(eqx.Module):
     D: jax.Array = eqx.field(converter=_arr)
     decay: jax.Array = eqx.field(converter=_arr)
     uptake: jax.Array = eqx.field(converter=_arr)
+    clearance: jax.Array | None = eqx.field(converter=lambda x: None if x is None else _arr(x), default=None)
+    robin: jax.Array | None = eqx.field(converter=lambda x: None if x is None else _arr(x), default=None)
     sources: tuple = ()
 
     def __check_init__(self):

@@ -128,7 +128,8 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     t_end, dt, save_at: seconds; save intervals are cut into equal steps no longer than dt.
     method: "rkl2" (default), "cn", "euler" or a stepper instance (RKL2(s=...), CrankNicolson(tol=...)).
     observe: f(c, t) -> pytree saved at each save time instead of the full field c (S, *shape).
-    budget: also return cumulative secreted, decayed and taken-up amounts per factor.
+    budget: also return cumulative amounts per factor: secreted, decayed, taken_up, cleared
+    (and to_boundary with Robin coefficients).
     c0: initial state (S, *shape); default zero.
     positive: apply the conservative positivity limiter after each diffusion step (see
     `positivity_limiter`); the amount it moved is stats["limited"]. Pass False for signed
@@ -184,17 +185,18 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
          positive, checkpoint, n_saves, unroll, factor_loop):
     TRACE_COUNT[type(stepper).__name__] += 1
     space = model.space
-    g = space.conductances(params.D)
-    kappa = params.decay.reshape((-1,) + (1,) * len(space.shape)) + space.per_node(params.uptake)
-    decay_share = params.decay.reshape(kappa.shape[:1] + (1,) * (kappa.ndim - 1)) / jnp.where(kappa > 0, kappa, 1.0)
+    g = model.operator(params)
+    robin = model.has_robin(params)
+    rates = model.loss_rates(params)
+    kappa = sum(rates.values())
+    shares = {k: r / jnp.where(kappa > 0, kappa, 1.0) for k, r in rates.items()}
     zero = jnp.zeros(c0.shape[0], c0.dtype)
 
     def half_react(c, E, acc):
         new = c * E
         if budget:
-            removed = c - new  # >= 0 for c >= 0; k / kappa of it is decay
-            decayed = space.total(removed * decay_share)
-            acc = dict(acc, decayed=acc["decayed"] + decayed, taken_up=acc["taken_up"] + space.total(removed) - decayed)
+            removed = c - new  # >= 0 for c >= 0; each mechanism takes its share rate / kappa of it
+            acc = dict(acc, **{k: acc[k] + space.total(removed * shares[k]) for k in shares})
         return new, acc
 
     def forcing(t0, h):
@@ -218,7 +220,11 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
         c, acc, its, ok, limited = carry
         f = forcing(t0, h)
         c, acc = half_react(c, E, acc)
+        before = space.total(c)
         c, k, converged = diffuse(c, h, f)
+        if budget and robin:  # diffusion conserves; what it lost went through the Robin boundaries
+            inflow = zero if f is None else h * space.total(f)
+            acc = dict(acc, to_boundary=acc["to_boundary"] + before + inflow - space.total(c))
         if positive:
             c, moved = positivity_limiter(space, c)
             limited = limited + moved
@@ -246,7 +252,7 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
         out = c if observe is None else observe(c, t)
         return carry, out
 
-    acc0 = {"secreted": zero, "decayed": zero, "taken_up": zero}
+    acc0 = {"secreted": zero, **{k: zero for k in rates}, **({"to_boundary": zero} if robin else {})}
     init = (c0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), zero)
     (c, acc, its, cg_ok, limited), ys = jax.lax.scan(interval, init, (starts, hs, ns))
     ys = jax.tree.map(lambda y: y[:n_saves], ys)

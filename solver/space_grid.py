@@ -56,6 +56,12 @@ class GridSpace(eqx.Module):
         idx = jnp.maximum(self.region_index, 0)
         return jnp.where(self.tissue, values[:, idx], 0.0)
 
+    def sink(self, g):
+        return None
+
+    def per_boundary(self, values):
+        raise ValueError("grids carry no tagged boundaries: Robin coefficients need a mesh")
+
     def conductances(self, D):
         """Face conductances per factor: a tuple over axes of (S,) scalars or (S, *face_shape) arrays."""
         if self.homogeneous:

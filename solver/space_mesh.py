@@ -32,6 +32,7 @@ class MeshSpace(eqx.Module):
     csr_edge: jax.Array
     nbr: jax.Array
     nbr_edge: jax.Array
+    boundary_weights: jax.Array  # (N, B) lumped boundary area / m_i
     layout: str = eqx.field(static=True)
     shape: tuple = eqx.field(static=True)
     n_regions: int = eqx.field(static=True)
@@ -47,21 +48,36 @@ class MeshSpace(eqx.Module):
         i = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
         return cls(mass_=f(disc.mass), weights=f(disc.mass_region / disc.mass[:, None]),
                    couplings=f(disc.couplings), csr_row=i(disc.csr_row), csr_col=i(disc.csr_col),
-                   csr_edge=i(disc.csr_edge), nbr=i(disc.nbr), nbr_edge=i(disc.nbr_edge), layout=layout,
+                   csr_edge=i(disc.csr_edge), nbr=i(disc.nbr), nbr_edge=i(disc.nbr_edge),
+                   boundary_weights=f(disc.boundary_area / disc.mass[:, None]), layout=layout,
                    shape=(disc.n_nodes,), n_regions=len(disc.regions))
 
     def per_node(self, values):
         """Region-wise values (S, R) as nodal values (S, N): sum_r w_ir v_r."""
         return jnp.asarray(values) @ self.weights.T
 
+    def per_boundary(self, values):
+        """Boundary rates (S, B) in mm/s as nodal loss rates (S, N): sum_b beta_b A_ib / m_i (1/s)."""
+        return jnp.asarray(values) @ self.boundary_weights.T
+
+    def with_sink(self, g, r):
+        """Add a nodal loss rate r (S, N) to the operator's diagonal: L c - r c."""
+        w, d, _ = g
+        return w, d + r, r
+
+    def sink(self, g):
+        """The diagonal sink of the operator (S, N), or None."""
+        return g[2]
+
     def conductances(self, D):
-        """(w, d): per-layout weights w_ij = g_e / m_i, (S, 2E) or (S, N, K), and row sums d (S, N)."""
+        """(w, d, None): per-layout weights w_ij = g_e / m_i, (S, 2E) or (S, N, K), the diagonal
+        d = row sums of w (S, N), and no sink (see `with_sink`)."""
         g = D @ self.couplings.T  # (S, E)
         if self.layout == "csr":
             w = g[:, self.csr_edge] / self.mass_[self.csr_row]
         else:
             w = jnp.pad(g, ((0, 0), (0, 1)))[:, self.nbr_edge] / self.mass_[:, None]
-        return w, self._row_sum(w)
+        return w, self._row_sum(w), None
 
     def _row_sum(self, w):
         if self.layout == "csr":
@@ -70,7 +86,7 @@ class MeshSpace(eqx.Module):
         return jnp.sum(w, axis=-1)
 
     def apply(self, c, g):
-        w, d = g
+        w, d, _ = g
         if self.layout == "csr":
             n = self.shape[0]
             gathered = jax.vmap(lambda ck, wk: jax.ops.segment_sum(wk * ck[self.csr_col], self.csr_row, n,
@@ -81,7 +97,7 @@ class MeshSpace(eqx.Module):
 
     def rate_bound(self, g):
         """Upper bound (S,) on the spectral radius of M^{-1} K (Gershgorin: |d_i| + sum_j |w_ij|)."""
-        w, d = g
+        w, d, _ = g
         return jnp.max(jnp.abs(d) + self._row_sum(jnp.abs(w)), axis=1)
 
     def diagonal(self, g):

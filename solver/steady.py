@@ -30,9 +30,9 @@ def steady_state(model: Model, params: Params, *, t: float = 0.0, tol: float | N
     space = model.space
     dtype = params.D.dtype
     tol = tol or (1e-10 if dtype == jnp.float64 else 1e-5)
-    g = space.conductances(params.D)
+    g = model.operator(params)
     shape = model.state_shape
-    kappa = params.decay.reshape((-1,) + (1,) * len(space.shape)) + space.per_node(params.uptake)
+    kappa = sum(model.loss_rates(params).values())
     m = space.cg_mass(dtype)
     m = m.reshape((1,) * (len(shape) - m.ndim) + m.shape) if m.ndim else m
     rate = jnp.zeros(shape, dtype)

@@ -198,11 +198,15 @@ class CrankNicolson(AbstractStepper):
         delta, (its, ok) = jax.lax.custom_linear_solve(matvec, rhs, solve, solve, symmetric=True, has_aux=True)
         new = c + delta
         # CG leaves a residual of order tol whose sum is a change of mass. Spreading
-        # the defect in proportion to |c| restores the balance (old total plus the
-        # forcing's input) to round-off without changing any sign.
+        # the defect in proportion to |c| restores the discrete balance
+        #   sum m c' + h/2 sum m s c' = sum m c - h/2 sum m s c + h sum m f
+        # (s: a diagonal sink such as Robin boundaries, zero otherwise) to round-off
+        # without changing any sign.
         inflow = 0.0 if f is None else h * space.total(f)
-        defect = space.total(c) + inflow - space.total(new)
-        weight = space.total(jnp.abs(new))
+        sink = space.sink(g)
+        defect = (space.total(c) + inflow - space.total(new)
+                  - (0.0 if sink is None else 0.5 * h * (space.total(sink * c) + space.total(sink * new))))
+        weight = space.total(jnp.abs(new)) + (0.0 if sink is None else 0.5 * h * space.total(sink * jnp.abs(new)))
         theta = jnp.where(weight > 0, defect / jnp.where(weight > 0, weight, 1.0), 0.0)
         new = new + theta.reshape((-1,) + (1,) * (c.ndim - 1)) * jnp.abs(new)
         return new, its, ok
