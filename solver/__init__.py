@@ -5,7 +5,7 @@ Model (static structure) + Params (traced numbers) -> simulate(...) -> Solution.
 
 from .model import Model, field_source, point_source
 from . import observe
-from .params import Params
+from .params import Binding, Params, Saturable
 from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
 from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound
 from .steady import SteadyState, steady_state
@@ -14,6 +14,7 @@ from .steppers import (AbstractStepper, CrankNicolson, ForwardEuler, RKL2, Stabi
                        rkl2_stages)
 
 __all__ = [
+    "Binding", "Saturable",
     "observe",
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "Exponential",
     "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "PointSource", "RKL2",

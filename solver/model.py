@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .params import Params
+from .params import Binding, Params, Saturable
 from .profiles import AbstractProfile, PiecewiseLinear
 from .sources import AbstractSource, FieldSource, PointSource
 from .space_grid import GridSpace
@@ -69,10 +69,13 @@ class Model(eqx.Module):
         """Control volume per node, broadcastable to the state's spatial shape."""
         return self.space.mass(dtype or jnp.result_type(float))
 
-    def params(self, *, D, decay=0.0, uptake=0.0, clearance=0.0, robin=None, sources=()) -> Params:
+    def params(self, *, D, decay=0.0, uptake=0.0, clearance=0.0, robin=None, saturable=None, binding=None,
+               sources=()) -> Params:
         """Params with scalars and per-factor values broadcast to (S,) / (S, R).
 
         robin: {boundary name: beta (mm/s), scalar or one per factor}; boundaries not named get 0.
+        saturable: {"Vmax": per region, "Km": per factor}; binding: {"kon", "koff", "capacity"
+        (per region), "kdeg" (default 0)}; None leaves the term out of the model.
         """
         S, R = self.n_factors, self.n_regions
 
@@ -98,6 +101,33 @@ class Model(eqx.Module):
             else:
                 p = eqx.tree_at(lambda q: q.rate, p, jnp.broadcast_to(p.rate, (S,)))
             profiles.append(p)
+        def per_factor(x, key):
+            x = jnp.asarray(x, jnp.result_type(float))
+            if x.shape not in ((), (S,)):
+                raise ValueError(f"{key} has shape {x.shape}; allowed: scalar or ({S},) per factor {self.factors}")
+            return jnp.broadcast_to(x, (S,))
+
+        def sub(spec, key, allowed):
+            if spec is None:
+                return None
+            if not isinstance(spec, dict):
+                raise TypeError(f"{key} must be a dict with keys {sorted(allowed)}")
+            bad = set(spec) - set(allowed)
+            if bad:
+                raise ValueError(f"{key} has unknown key {sorted(bad)[0]!r}; allowed: {sorted(allowed)}")
+            need = {k for k, v in allowed.items() if v is None} - set(spec)
+            if need:
+                raise ValueError(f"{key} needs {sorted(need)}")
+            return {k: spec.get(k, d) for k, d in allowed.items()}
+
+        sat = sub(saturable, "saturable", {"Vmax": None, "Km": None})
+        bnd = sub(binding, "binding", {"kon": None, "koff": None, "capacity": None, "kdeg": 0.0})
+        sat = None if sat is None else Saturable(Vmax=per_region(sat["Vmax"], "saturable.Vmax"),
+                                                 Km=per_factor(sat["Km"], "saturable.Km"))
+        bnd = None if bnd is None else Binding(kon=per_factor(bnd["kon"], "binding.kon"),
+                                               koff=per_factor(bnd["koff"], "binding.koff"),
+                                               capacity=per_region(bnd["capacity"], "binding.capacity"),
+                                               kdeg=per_factor(bnd["kdeg"], "binding.kdeg"))
         robin_arr = None
         if robin is not None:
             if not isinstance(robin, dict):
@@ -111,7 +141,7 @@ class Model(eqx.Module):
             robin_arr = jnp.stack(cols, axis=1)
         return Params(D=per_region(D, "D"), decay=jnp.broadcast_to(decay, (S,)),
                       uptake=per_region(uptake, "uptake"), clearance=per_region(clearance, "clearance"),
-                      robin=robin_arr, sources=tuple(profiles))
+                      robin=robin_arr, saturable=sat, binding=bnd, sources=tuple(profiles))
 
     def check(self, params: Params) -> None:
         """Host-side validation of shapes (always) and values (when concrete)."""
@@ -137,6 +167,13 @@ class Model(eqx.Module):
         checks = {"D": (params.D, "finite and >= 0 (mm^2/s)", lambda v: np.isfinite(v) & (v >= 0)),
                   "decay": (params.decay, "finite and >= 0 (1/s)", lambda v: np.isfinite(v) & (v >= 0)),
                   "uptake": (params.uptake, "finite and >= 0 (1/s)", lambda v: np.isfinite(v) & (v >= 0))}
+        nonneg = lambda v: np.isfinite(v) & (v >= 0)  # noqa: E731
+        if params.saturable is not None:
+            checks["saturable.Vmax"] = (params.saturable.Vmax, "finite and >= 0 (pg/mm^3/s)", nonneg)
+            checks["saturable.Km"] = (params.saturable.Km, "finite and > 0 (pg/mm^3)", lambda v: np.isfinite(v) & (v > 0))
+        if params.binding is not None:
+            for k, unit in (("kon", "mm^3/pg/s"), ("koff", "1/s"), ("capacity", "pg/mm^3"), ("kdeg", "1/s")):
+                checks[f"binding.{k}"] = (getattr(params.binding, k), f"finite and >= 0 ({unit})", nonneg)
         for key in ("clearance", "robin"):
             if getattr(params, key) is not None:
                 unit = "1/s" if key == "clearance" else "mm/s"
@@ -153,11 +190,13 @@ class Model(eqx.Module):
 
     def _where(self, key, idx):
         parts = []
-        if idx and key in ("D", "decay", "uptake", "clearance", "robin"):
+        if idx:
             parts.append(f"factor {self.factors[idx[0]]!r}")
             if len(idx) > 1:
                 where = self.boundaries if key == "robin" else self.regions
                 parts.append(f"{'boundary' if key == 'robin' else 'region'} {where[idx[1]]!r}")
+        if key.startswith("sources"):
+            parts = [f"factor {self.factors[idx[0]]!r}"] if idx else []
         return ", ".join(parts) or "value"
 
     def loss_rates(self, params: Params) -> dict:

@@ -14,6 +14,13 @@ def region_amounts(model: Model):
     return lambda c, t: space.region_amounts(c)
 
 
+def tissue_amounts(model: Model):
+    """observe(c, t, b=None) -> (S, R) tissue content (free + bound, what an ELISA of a homogenate
+    measures) of each factor in each region, pg."""
+    space = model.space
+    return lambda c, t, b=None: space.region_amounts(c if b is None else c + b)
+
+
 def region_means(model: Model):
     """observe(c, t) -> (S, R) volume-mean concentration (pg/mm^3 = ng/mL) in each region."""
     space = model.space

@@ -27,6 +27,7 @@ import numpy as np
 
 from .model import Model
 from .params import Params
+from .kinetics import step as kinetics_step
 from .reactions import react
 from .steppers import AbstractStepper, make_stepper
 
@@ -44,7 +45,7 @@ TRACE_COUNT: collections.Counter = collections.Counter()
 
 class Solution(eqx.Module):
     """ts: save times (T,); ys: observe(c, t) at each save time (leading axis T);
-    final: the state at t_end (S, *shape); stats: steps, stages, cg_iterations and the
+    final: the free field at t_end (S, *shape); bound: the bound field (with binding) or None; stats: steps, stages, cg_iterations and the
     amount per factor that the positivity limiter moved ("limited");
     budget: cumulative amounts per factor (secreted, decayed, taken_up) when requested;
     status: 0 on success, else a key of STATUS_MESSAGES (an array, so it survives jit and vmap)."""
@@ -52,6 +53,7 @@ class Solution(eqx.Module):
     ts: jax.Array
     ys: object
     final: jax.Array
+    bound: jax.Array | None
     stats: dict
     budget: dict | None
     status: jax.Array
@@ -103,6 +105,21 @@ def _plan(t_end, dt, save_at):
     return save, starts, h, n
 
 
+def _initial(x, model, dtype, key):
+    """An initial field (S, *shape), zero by default, checked on the host."""
+    if x is None:
+        return jnp.zeros(model.state_shape, dtype)
+    x = jnp.asarray(x, dtype)
+    if x.shape != model.state_shape:
+        raise ValueError(f"{key} has shape {x.shape}; the model needs {model.state_shape} (factors, *space)")
+    if not _is_traced(x):
+        arr = np.asarray(x)
+        if not np.all(np.isfinite(arr)):
+            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise ValueError(f"{key}{list(idx)} = {arr[idx]}; allowed: finite values")
+    return x
+
+
 def _is_traced(tree) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
@@ -121,7 +138,7 @@ def plan(model: Model, params: Params, *, dt: float, method="rkl2") -> AbstractS
 
 
 def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=None, method="rkl2",
-             observe: Callable | None = None, c0=None, budget: bool = False, positive: bool = True,
+             observe: Callable | None = None, c0=None, b0=None, budget: bool = False, positive: bool = True,
              checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None) -> Solution:
     """Integrate the model from c0 (default zero) to t_end.
 
@@ -130,7 +147,9 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     observe: f(c, t) -> pytree saved at each save time instead of the full field c (S, *shape).
     budget: also return cumulative amounts per factor: secreted, decayed, taken_up, cleared
     (and to_boundary with Robin coefficients).
-    c0: initial state (S, *shape); default zero.
+    c0: initial state (S, *shape); default zero. b0: initial bound factor with binding.
+    With binding, observe is called as f(c, t, b) and the default saves (c, b); Solution.bound
+    is the bound field at t_end and the budget adds degraded_bound.
     positive: apply the conservative positivity limiter after each diffusion step (see
     `positivity_limiter`); the amount it moved is stats["limited"]. Pass False for signed
     data (verification modes): the equations are linear and accept them.
@@ -158,30 +177,21 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
         raise ValueError("RKL2 needs a fixed stage count when params are traced (inside jit/vmap/grad): "
                          "pass method=solver.plan(model, params, dt=dt), computed outside the transformation")
     dtype = params.D.dtype
-    if c0 is None:
-        c0 = jnp.zeros(model.state_shape, dtype)
-    else:
-        c0 = jnp.asarray(c0, dtype)
-        if c0.shape != model.state_shape:
-            raise ValueError(f"c0 has shape {c0.shape}; the model needs {model.state_shape} (factors, *space)")
-        if not _is_traced(c0):
-            arr = np.asarray(c0)
-            if not np.all(np.isfinite(arr)):
-                idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-                raise ValueError(f"c0{list(idx)} = {arr[idx]}; allowed: finite values")
+    c0 = _initial(c0, model, dtype, "c0")
     uniform = bool(np.all(n == n.max()))
-    ys, final, stats, bud, status = _run(model, params, c0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
+    b0 = _initial(b0, model, dtype, "b0") if params.binding is not None else None
+    ys, final, bound, stats, bud, status = _run(model, params, c0, b0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
                                          jnp.asarray(n, jnp.int32), stepper=stepper, n_max=int(n.max()),
                                          uniform=uniform, observe=observe, budget=budget, positive=positive,
                                          checkpoint=checkpoint, n_saves=len(save), unroll=unroll,
                                          factor_loop=(model.n_factors > 1 and stepper.loop_factors) if factor_loop is None
                                          else factor_loop)
-    return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, stats=stats, budget=bud if budget else None,
-                    status=status)
+    return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, bound=bound, stats=stats,
+                    budget=bud if budget else None, status=status)
 
 
 @eqx.filter_jit
-def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform, observe, budget,
+def _run(model, params, c0, b0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform, observe, budget,
          positive, checkpoint, n_saves, unroll, factor_loop):
     TRACE_COUNT[type(stepper).__name__] += 1
     space = model.space
@@ -192,12 +202,31 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
     shares = {k: r / jnp.where(kappa > 0, kappa, 1.0) for k, r in rates.items()}
     zero = jnp.zeros(c0.shape[0], c0.dtype)
 
-    def half_react(c, E, acc):
-        new = c * E
+    sat, bnd = params.saturable, params.binding
+    nonlinear = sat is not None or bnd is not None
+    if nonlinear:
+        col = lambda x: x.reshape((-1,) + (1,) * len(space.shape))  # noqa: E731
+        kin = dict(kappa=kappa, V=0.0 if sat is None else space.per_node(sat.Vmax),
+                   Km=1.0 if sat is None else col(sat.Km), kon=0.0 if bnd is None else col(bnd.kon),
+                   koff=0.0 if bnd is None else col(bnd.koff), B=0.0 if bnd is None else space.per_node(bnd.capacity),
+                   kdeg=0.0 if bnd is None else col(bnd.kdeg))
+
+    def half_react(c, b, h, E, acc):
+        """Reactions over h: exact exponential when linear, kinetics.step (exact binding exchange,
+        MPRK22 losses) with saturable uptake or binding. Each mechanism's loss goes to its budget entry."""
+        if not nonlinear:
+            new = c * E
+            if budget:
+                removed = c - new  # >= 0 for c >= 0; each mechanism takes its share rate / kappa of it
+                acc = dict(acc, **{k: acc[k] + space.total(removed * shares[k]) for k in shares})
+            return new, b, acc
+        new, nb, losses = kinetics_step(c, jnp.zeros_like(c) if b is None else b, h, **kin)
         if budget:
-            removed = c - new  # >= 0 for c >= 0; each mechanism takes its share rate / kappa of it
-            acc = dict(acc, **{k: acc[k] + space.total(removed * shares[k]) for k in shares})
-        return new, acc
+            acc = dict(acc, **{k: acc[k] + space.total(losses["linear"] * shares[k]) for k in shares})
+            acc["taken_up"] = acc["taken_up"] + space.total(losses["saturable"])
+            if b is not None:
+                acc["degraded_bound"] = acc["degraded_bound"] + space.total(losses["degraded"])
+        return new, (None if b is None else nb), acc
 
     def forcing(t0, h):
         """Average source rate over [t0, t0 + h] as a concentration rate field, or None."""
@@ -217,9 +246,9 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
         return new[:, 0], jnp.sum(k).astype(jnp.int32), jnp.all(conv)
 
     def step(carry, t0, h, E):
-        c, acc, its, ok, limited = carry
+        c, b, acc, its, ok, limited = carry
         f = forcing(t0, h)
-        c, acc = half_react(c, E, acc)
+        c, b, acc = half_react(c, b, 0.5 * h, E, acc)
         before = space.total(c)
         c, k, converged = diffuse(c, h, f)
         if budget and robin:  # diffusion conserves; what it lost went through the Robin boundaries
@@ -228,10 +257,10 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
         if positive:
             c, moved = positivity_limiter(space, c)
             limited = limited + moved
-        c, acc = half_react(c, E, acc)
+        c, b, acc = half_react(c, b, 0.5 * h, E, acc)
         if budget and f is not None:
             acc = dict(acc, secreted=acc["secreted"] + h * space.total(f))
-        return c, acc, its + k, ok & converged, limited
+        return c, b, acc, its + k, ok & converged, limited
 
     if checkpoint:
         step = jax.checkpoint(step)
@@ -247,20 +276,24 @@ def _run(model, params, c0, starts, hs, ns, *, stepper: AbstractStepper, n_max, 
             return jax.lax.cond(i < n, lambda c: step(c, t0, h, E), lambda c: c, carry), None
 
         carry, _ = jax.lax.scan(body, carry, jnp.arange(n_max), unroll=unroll)
-        c = carry[0]
+        c, b = carry[0], carry[1]
         t = t_start + n.astype(h.dtype) * h
-        out = c if observe is None else observe(c, t)
+        if b is None:
+            out = c if observe is None else observe(c, t)
+        else:
+            out = (c, b) if observe is None else observe(c, t, b)
         return carry, out
 
-    acc0 = {"secreted": zero, **{k: zero for k in rates}, **({"to_boundary": zero} if robin else {})}
-    init = (c0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), zero)
-    (c, acc, its, cg_ok, limited), ys = jax.lax.scan(interval, init, (starts, hs, ns))
+    acc0 = {"secreted": zero, **{k: zero for k in rates}, **({"to_boundary": zero} if robin else {}),
+            **({"degraded_bound": zero} if bnd is not None else {})}
+    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), zero)
+    (c, b, acc, its, cg_ok, limited), ys = jax.lax.scan(interval, init, (starts, hs, ns))
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
     rho = space.rate_bound(g)
     unstable = jnp.any(jnp.max(hs) > stepper.limit(rho) * (1 + 1e-6))
     cg_failed = ~cg_ok
-    nonfinite = ~jnp.all(jnp.isfinite(c))
+    nonfinite = ~jnp.all(jnp.isfinite(c)) | (b is not None and ~jnp.all(jnp.isfinite(b)))
     status = jnp.where(nonfinite, NONFINITE, jnp.where(unstable, UNSTABLE, jnp.where(cg_failed, CG_FAILED, SUCCESS)))
     steps = jnp.sum(ns)
     stats = {"steps": steps, "stages": steps * stepper.stages, "cg_iterations": its, "limited": limited}
-    return ys, c, stats, acc, status
+    return ys, c, b, stats, acc, status

@@ -27,6 +27,9 @@ class SteadyState(eqx.Module):
 def steady_state(model: Model, params: Params, *, t: float = 0.0, tol: float | None = None,
                  maxiter: int = 5000) -> SteadyState:
     """The steady field (S, *shape) for source rates q(t); needs decay or uptake > 0."""
+    if params.saturable is not None or params.binding is not None:
+        raise ValueError("steady_state solves linear models; with saturable uptake or binding, run simulate "
+                         "until the fields stop changing")
     space = model.space
     dtype = params.D.dtype
     tol = tol or (1e-10 if dtype == jnp.float64 else 1e-5)
