@@ -4,16 +4,19 @@ Model (static structure) + Params (traced numbers) -> simulate(...) -> Solution.
 """
 
 from .model import Model, field_source, point_source
-from . import observe
+from . import observe, presets
 from .params import Binding, Params, Saturable
 from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
 from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound
+from .therapy import Bolus, CellSecretion, spread_sites
 from .steady import SteadyState, steady_state
 from .sources import AbstractSource, FieldSource, PointSource
 from .steppers import (AbstractStepper, CrankNicolson, ForwardEuler, RKL2, StabilityError, rkl2_coefficients,
                        rkl2_stages)
 
 __all__ = [
+    "presets",
+    "Bolus", "CellSecretion", "spread_sites",
     "Binding", "Saturable",
     "observe",
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "Exponential",

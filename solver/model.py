@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .params import Binding, Params, Saturable
-from .profiles import AbstractProfile, PiecewiseLinear
+from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
+from .therapy import Bolus, CellSecretion
 from .sources import AbstractSource, FieldSource, PointSource
 from .space_grid import GridSpace
 from .space_mesh import MeshSpace
@@ -95,11 +96,20 @@ class Model(eqx.Module):
         profiles = []
         for k, p in enumerate(sources):
             if not isinstance(p, AbstractProfile):
-                raise TypeError(f"sources[{k}] must be a profile (Constant, Exponential, PiecewiseLinear)")
-            if isinstance(p, PiecewiseLinear):
-                p = eqx.tree_at(lambda q: q.rates, p, jnp.broadcast_to(p.rates, (S, p.times.shape[0])))
-            else:
-                p = eqx.tree_at(lambda q: q.rate, p, jnp.broadcast_to(p.rate, (S,)))
+                raise TypeError(f"sources[{k}] must be a profile (Constant, Exponential, PiecewiseLinear, "
+                                "CellSecretion, Bolus)")
+            try:
+                if isinstance(p, PiecewiseLinear):
+                    p = eqx.tree_at(lambda q: q.rates, p, jnp.broadcast_to(p.rates, (S, p.times.shape[0])))
+                elif isinstance(p, (Constant, Exponential)):
+                    p = eqx.tree_at(lambda q: q.rate, p, jnp.broadcast_to(p.rate, (S,)))
+                elif isinstance(p, CellSecretion):
+                    p = eqx.tree_at(lambda q: q.secretion, p, jnp.broadcast_to(p.secretion, (S,)))
+                elif isinstance(p, Bolus):
+                    p = eqx.tree_at(lambda q: q.amount, p, jnp.broadcast_to(p.amount, (S,)))
+            except ValueError:
+                raise ValueError(f"sources[{k}] ({type(p).__name__}): per-factor values must be a scalar or "
+                                 f"({S},) for the factors {self.factors}") from None
             profiles.append(p)
         def per_factor(x, key):
             x = jnp.asarray(x, jnp.result_type(float))
@@ -181,6 +191,15 @@ class Model(eqx.Module):
         for src, prof in zip(self.sources, params.sources):
             rate = prof.rates if isinstance(prof, PiecewiseLinear) else prof.rate
             checks[f"sources[{src.name!r}] rate"] = (rate, "finite and >= 0 (pg/s)", lambda v: np.isfinite(v) & (v >= 0))
+        for src, prof in zip(self.sources, params.sources):
+            if isinstance(prof, CellSecretion):
+                frac = lambda v: np.isfinite(v) & (v >= 0) & (v <= 1)  # noqa: E731
+                for k, allowed, ok in (("dose", "finite and >= 0 (cells)", nonneg),
+                                       ("retention", "a fraction in [0, 1]", frac),
+                                       ("fast_fraction", "a fraction in [0, 1]", frac),
+                                       ("k_fast", "finite and >= 0 (1/s)", nonneg), ("k_slow", "finite and >= 0 (1/s)", nonneg),
+                                       ("multiplier", "finite and >= 0", nonneg), ("time", "finite", np.isfinite)):
+                    checks[f"sources[{src.name!r}].{k}"] = (np.atleast_1d(getattr(prof, k)), allowed, ok)
         for key, (value, allowed, ok) in checks.items():
             v = np.asarray(value)
             bad = np.argwhere(~ok(v))
@@ -189,15 +208,16 @@ class Model(eqx.Module):
                 raise ValueError(f"params.{key}{list(idx)} = {float(v[idx])!r} ({self._where(key, idx)}); allowed: {allowed}")
 
     def _where(self, key, idx):
-        parts = []
-        if idx:
-            parts.append(f"factor {self.factors[idx[0]]!r}")
-            if len(idx) > 1:
-                where = self.boundaries if key == "robin" else self.regions
-                parts.append(f"{'boundary' if key == 'robin' else 'region'} {where[idx[1]]!r}")
-        if key.startswith("sources"):
-            parts = [f"factor {self.factors[idx[0]]!r}"] if idx else []
-        return ", ".join(parts) or "value"
+        """Name the element of a parameter array: factor and region/boundary, or injection."""
+        if not idx:
+            return "value"
+        if key.startswith("sources") and not key.endswith(" rate"):
+            return f"injection {idx[0]}" if key.split(".")[-1] in ("dose", "time", "retention") else "value"
+        parts = [f"factor {self.factors[idx[0]]!r}"]
+        if len(idx) > 1 and not key.startswith("sources"):
+            where = self.boundaries if key == "robin" else self.regions
+            parts.append(f"{'boundary' if key == 'robin' else 'region'} {where[idx[1]]!r}")
+        return ", ".join(parts)
 
     def loss_rates(self, params: Params) -> dict:
         """First-order loss rates (1/s) by mechanism, as fields broadcastable to the state:

@@ -1,0 +1,123 @@
+"""The therapy model: injected cells that secrete while they survive, and conditioned medium.
+
+Cells. An injection j of dose N_j cells at time t_j by a route with acute
+retention rho_j (the washout at injection) leaves
+
+    n_j(tau) = N_j rho_j [f e^{-k_fast tau} + (1 - f) e^{-k_slow tau}],   tau = t - t_j >= 0
+
+cells (two-phase loss; Yasuda et al. 2005: ~45 % lost in the first hour, then
+t1/2 ~3.6 d and ~30 d). Each secretes q_s pg/cell/s of factor s, times a
+hypoxia multiplier for the site's region. The released amount has the closed form
+
+    Q_s(t) = q_s m sum_j N_j rho_j [f (1 - e^{-k_fast tau_j}) / k_fast + (1 - f)(1 - e^{-k_slow tau_j}) / k_slow],
+
+so a step adds exactly what the cells secreted in it (`cumulative`), and the
+cell count itself is `cells(t)`. A schedule is several injections (arrays of
+doses and times). Every number is a traced leaf.
+
+Conditioned medium. A bolus of `amount` per factor at `time` (volume x
+concentration, converted by the caller), or an infusion (`Constant` with a stop).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .profiles import AbstractProfile, _arr
+
+
+def _phase_integral(k, tau):
+    """integral_0^tau e^{-k s} ds, stable as k tau -> 0."""
+    kt = k * tau
+    small = jnp.abs(kt) < 1e-6
+    return jnp.where(small, tau * (1 - kt / 2), -jnp.expm1(-jnp.where(small, 0.0, kt)) / jnp.where(small, 1.0, k))
+
+
+class CellSecretion(AbstractProfile):
+    """Secretion by injected cells (see the module docstring). Shapes: dose, time, retention (J,)
+    injections; secretion (S,) pg/cell/s; fast_fraction, k_fast, k_slow scalars (1/s); multiplier
+    a scalar (hypoxia multiplier of the site's region)."""
+
+    dose: jax.Array = eqx.field(converter=_arr)
+    time: jax.Array = eqx.field(converter=_arr)
+    retention: jax.Array = eqx.field(converter=_arr)
+    secretion: jax.Array = eqx.field(converter=_arr)
+    fast_fraction: jax.Array = eqx.field(converter=_arr)
+    k_fast: jax.Array = eqx.field(converter=_arr)
+    k_slow: jax.Array = eqx.field(converter=_arr)
+    multiplier: jax.Array = eqx.field(converter=_arr, default=1.0)
+
+    @property
+    def rate(self):
+        """Per-factor rate scale (for shape checks): the secretion per cell."""
+        return self.secretion
+
+    def _tau(self, t):
+        return jnp.maximum(jnp.asarray(t) - self.time, 0.0)
+
+    def cells(self, t):
+        """Retained living cells at time t (all injections)."""
+        tau = self._tau(t)
+        f = self.fast_fraction
+        alive = f * jnp.exp(-self.k_fast * tau) + (1 - f) * jnp.exp(-self.k_slow * tau)
+        return jnp.sum(jnp.where(jnp.asarray(t) >= self.time, self.dose * self.retention * alive, 0.0))
+
+    def cell_seconds(self, t):
+        """integral_0^t cells(s) ds."""
+        tau = self._tau(t)
+        f = self.fast_fraction
+        per = f * _phase_integral(self.k_fast, tau) + (1 - f) * _phase_integral(self.k_slow, tau)
+        return jnp.sum(self.dose * self.retention * per)
+
+    def cumulative(self, t):
+        return self.secretion * self.multiplier * self.cell_seconds(t)
+
+    def rate_at(self, t):
+        return self.secretion * self.multiplier * self.cells(t)
+
+
+class Bolus(AbstractProfile):
+    """Amounts (S,) in pg released at `time` (conditioned medium: volume x concentration).
+    A step that contains `time` adds the whole amount (spread over that step by the forcing)."""
+
+    amount: jax.Array = eqx.field(converter=_arr)
+    time: jax.Array = eqx.field(converter=_arr, default=0.0)
+
+    @property
+    def rate(self):
+        return self.amount
+
+    def cumulative(self, t):
+        return self.amount * (jnp.asarray(t) > self.time)
+
+    def rate_at(self, t):
+        return jnp.zeros_like(self.amount)
+
+
+def spread_sites(disc, n: int, *, region: str | None = None, seed: int = 0) -> np.ndarray:
+    """n injection sites spread over a region (farthest-point sampling of its nodes or voxel
+    centres): coordinates (n, dim) for `point_source`. region=None uses all tissue."""
+    x = np.asarray(disc.coordinates)
+    if region is None:
+        keep = np.asarray(disc.mass).reshape(-1) > 0
+    else:
+        if region not in disc.regions:
+            raise ValueError(f"region {region!r} is not one of {list(disc.regions)}")
+        r = disc.regions.index(region)
+        if disc.kind == "mesh":
+            keep = disc.mass_region[:, r] > 0.5 * disc.mass
+        else:
+            keep = np.asarray(disc.region_index).reshape(-1) == r
+    pts = x[keep]
+    if n < 1 or n > len(pts):
+        raise ValueError(f"n = {n} sites; allowed: 1 to {len(pts)} (the nodes of the region)")
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.integers(len(pts)))]
+    dist = np.linalg.norm(pts - pts[chosen[0]], axis=1)
+    for _ in range(n - 1):
+        chosen.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, np.linalg.norm(pts - pts[chosen[-1]], axis=1))
+    return pts[chosen]
