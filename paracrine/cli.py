@@ -14,13 +14,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Reaction-diffusion of factors secreted by cells injected into the infarcted heart.")
     ap.add_argument("--version", action="version", version=f"paracrine {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="run a small demonstration of the solver core",
-                          description="Two factors (VEGF, HGF) from one injection site in a slab with remote, "
-                                      "border-zone and core regions; prints region means and the mass budget.")
-    demo.add_argument("--hours", type=float, default=24.0, help="simulated time in hours (default 24)")
+    demo = sub.add_parser("demo", help="run a demonstration: MSCs in a rat heart with an LAD infarct",
+                          description="1e6 MSCs at 3 border-zone sites of a rat LV with an LAD infarct secrete VEGF "
+                                      "and HGF; prints region means, VEGF exposure of the border zone and the "
+                                      "mass budget.")
+    demo.add_argument("--days", type=float, default=7.0, help="simulated time in days (default 7)")
     demo.add_argument("--dt", type=float, default=60.0, help="time step in seconds (default 60)")
     demo.add_argument("--method", choices=["rkl2", "cn", "euler"], default="rkl2")
-    demo.add_argument("--cells-per-axis", type=int, default=20, dest="n", help="mesh resolution (default 20)")
+    demo.add_argument("--mesh-size", type=float, default=0.4, help="tetrahedral edge length in mm (default 0.4)")
     demo.add_argument("--precision", choices=["single", "double"], default="single")
     mesh = sub.add_parser("mesh", help="generate (or read) a geometry, summarise it and write it with a picture",
                           description="A truncated-ellipsoid LV with an infarct (default), a mesh file (--input) "
@@ -56,12 +57,10 @@ def main(argv=None) -> int:
             return 2
         return 0
     if args.command == "demo":
-        for key in ("hours", "dt"):
+        for key in ("days", "dt", "mesh_size"):
             value = getattr(args, key)
             if not value > 0:
-                ap.error(f"--{key} must be > 0, got {value}")
-        if args.n < 2:
-            ap.error(f"--cells-per-axis must be >= 2, got {args.n}")
+                ap.error(f"--{key.replace('_', '-')} must be > 0, got {value}")
         import jax
 
         if args.precision == "double":
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
         from . import demo
 
         try:
-            demo.main(hours=args.hours, dt=args.dt, method=args.method, n=args.n)
+            demo.main(days=args.days, dt=args.dt, method=args.method, mesh_size=args.mesh_size)
         except ValueError as err:  # e.g. an unstable forward-Euler step
             print(f"paracrine demo: {err}", file=sys.stderr)
             return 2
