@@ -108,7 +108,10 @@ def spread_sites(disc, n: int, *, region: str | None = None, seed: int = 0) -> n
             raise ValueError(f"region {region!r} is not one of {list(disc.regions)}")
         r = disc.regions.index(region)
         if disc.kind == "mesh":
-            keep = disc.mass_region[:, r] > 0.5 * disc.mass
+            share = disc.mass_region / disc.mass[:, None]
+            keep = share.argmax(axis=1) == r  # nodes mostly in the region; on coarse meshes, any touching it
+            if keep.sum() < n:
+                keep = share[:, r] > 0
         else:
             keep = np.asarray(disc.region_index).reshape(-1) == r
     pts = x[keep]

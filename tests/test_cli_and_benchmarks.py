@@ -22,7 +22,7 @@ def test_help_lists_commands():
 def test_demo_runs_and_budget_closes(capsys):
     from paracrine import demo
 
-    out = demo.main(days=0.25, dt=300.0, mesh_size=1.0)
+    out = demo.main(days=0.25, dt=300.0, mesh_size=0.6)
     assert out["status"] == "success"
     means = out["means"]
     assert np.all(np.isfinite(means)) and means.min() >= 0
