@@ -11,11 +11,14 @@ ZERO = dict(kappa=0.0, V=0.0, Km=1.0, kon=0.0, koff=0.0, B=0.0, kdeg=0.0)
 
 
 def integrate(c, b, T, n, scheme=step, **kw):
+    import jax
+
     args = dict(ZERO, **kw)
     h = T / n
+    one = jax.jit(lambda c, b: scheme(c, b, h, **args))
     lost = {"linear": 0.0, "saturable": 0.0, "degraded": 0.0}
     for _ in range(n):
-        c, b, losses = scheme(c, b, h, **args)
+        c, b, losses = one(c, b)
         lost = {k: lost[k] + losses[k] for k in lost}
     return np.asarray(c), np.asarray(b), {k: np.asarray(v) for k, v in lost.items()}
 
