@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .params import Binding, Params, Saturable
-from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
-from .therapy import Bolus, CellSecretion
+from .profiles import AbstractProfile
+from .therapy import CellSecretion
 from .sources import AbstractSource, FieldSource, PointSource
 from .space_grid import GridSpace
 from .space_mesh import MeshSpace
@@ -99,14 +99,8 @@ class Model(eqx.Module):
                 raise TypeError(f"sources[{k}] must be a profile (Constant, Exponential, PiecewiseLinear, "
                                 "CellSecretion, Bolus)")
             try:
-                if isinstance(p, PiecewiseLinear):
-                    p = eqx.tree_at(lambda q: q.rates, p, jnp.broadcast_to(p.rates, (S, p.times.shape[0])))
-                elif isinstance(p, (Constant, Exponential)):
-                    p = eqx.tree_at(lambda q: q.rate, p, jnp.broadcast_to(p.rate, (S,)))
-                elif isinstance(p, CellSecretion):
-                    p = eqx.tree_at(lambda q: q.secretion, p, jnp.broadcast_to(p.secretion, (S,)))
-                elif isinstance(p, Bolus):
-                    p = eqx.tree_at(lambda q: q.amount, p, jnp.broadcast_to(p.amount, (S,)))
+                p = eqx.tree_at(lambda q: q.factor_values(), p,
+                                jnp.broadcast_to(p.factor_values(), p.factor_shape(S)))
             except ValueError:
                 raise ValueError(f"sources[{k}] ({type(p).__name__}): per-factor values must be a scalar or "
                                  f"({S},) for the factors {self.factors}") from None
@@ -168,7 +162,8 @@ class Model(eqx.Module):
             raise ValueError(f"params has {len(params.sources)} source profiles; the model has "
                              f"{len(self.sources)} sources {[s.name for s in self.sources]}")
         for src, prof in zip(self.sources, params.sources):
-            lead = prof.rates.shape[0] if isinstance(prof, PiecewiseLinear) else prof.rate.shape[0] if prof.rate.ndim else None
+            values = prof.factor_values()
+            lead = values.shape[0] if values.ndim else None
             if lead != S:
                 raise ValueError(f"source {src.name!r}: rates must have one entry per factor ({S}), got {lead}")
         leaves = jax.tree.leaves(params)
@@ -189,7 +184,7 @@ class Model(eqx.Module):
                 unit = "1/s" if key == "clearance" else "mm/s"
                 checks[key] = (getattr(params, key), f"finite and >= 0 ({unit})", lambda v: np.isfinite(v) & (v >= 0))
         for src, prof in zip(self.sources, params.sources):
-            rate = prof.rates if isinstance(prof, PiecewiseLinear) else prof.rate
+            rate = prof.factor_values()
             checks[f"sources[{src.name!r}] rate"] = (rate, "finite and >= 0 (pg/s)", lambda v: np.isfinite(v) & (v >= 0))
         for src, prof in zip(self.sources, params.sources):
             if isinstance(prof, CellSecretion):

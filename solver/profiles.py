@@ -22,7 +22,18 @@ def _arr(x):
 
 
 class AbstractProfile(eqx.Module):
-    """q(t) >= 0 per factor; `cumulative(t)` returns Q(t), shape (S,)."""
+    """q(t) >= 0 per factor; `cumulative(t)` returns Q(t), shape (S,).
+
+    `factor_field` names the leaf that carries one value per factor (leading axis S),
+    which `Model.params` broadcasts and `Model.check` validates (>= 0)."""
+
+    factor_field = "rate"
+
+    def factor_shape(self, n_factors: int) -> tuple:
+        return (n_factors,)
+
+    def factor_values(self):
+        return getattr(self, self.factor_field)
 
     @abc.abstractmethod
     def cumulative(self, t): ...
@@ -71,6 +82,11 @@ class PiecewiseLinear(AbstractProfile):
 
     times: jax.Array = eqx.field(converter=_arr)
     rates: jax.Array = eqx.field(converter=_arr)
+
+    factor_field = "rates"
+
+    def factor_shape(self, n_factors: int) -> tuple:
+        return (n_factors, self.times.shape[0])
 
     def cumulative(self, t):
         tk, qk = self.times, self.rates

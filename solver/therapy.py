@@ -50,10 +50,7 @@ class CellSecretion(AbstractProfile):
     k_slow: jax.Array = eqx.field(converter=_arr)
     multiplier: jax.Array = eqx.field(converter=_arr, default=1.0)
 
-    @property
-    def rate(self):
-        """Per-factor rate scale (for shape checks): the secretion per cell."""
-        return self.secretion
+    factor_field = "secretion"
 
     def _tau(self, t):
         return jnp.maximum(jnp.asarray(t) - self.time, 0.0)
@@ -86,9 +83,7 @@ class Bolus(AbstractProfile):
     amount: jax.Array = eqx.field(converter=_arr)
     time: jax.Array = eqx.field(converter=_arr, default=0.0)
 
-    @property
-    def rate(self):
-        return self.amount
+    factor_field = "amount"
 
     def cumulative(self, t):
         return self.amount * (jnp.asarray(t) > self.time)
