@@ -23,6 +23,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", choices=["rkl2", "cn", "euler"], default="rkl2")
     demo.add_argument("--mesh-size", type=float, default=0.4, help="tetrahedral edge length in mm (default 0.4)")
     demo.add_argument("--precision", choices=["single", "double"], default="single")
+    run = sub.add_parser("run", help="run a scenario file (default: the built-in rat LAD scenario) into a run folder",
+                         description="Runs SCENARIO (TOML with units; without it the built-in default: a rat LV with "
+                                     "an LAD infarct, 1e6 MSCs at 3 border-zone sites, VEGF and HGF, 7 days) and "
+                                     "writes fields.h5/.xdmf, regions.csv, cells.csv, metrics.json, figures/ and "
+                                     "run.json into --out. The run works in OUT.partial and renames it when done.")
+    run.add_argument("scenario", nargs="?", help="scenario file (.toml); omit for the default scenario")
+    run.add_argument("--out", help="run folder to create (default: runs/<scenario name>)")
+    run.add_argument("--device", choices=["cpu", "gpu"], help="JAX platform (default: JAX's choice)")
+    run.add_argument("--precision", choices=["single", "double"], default="single")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (RUN_DIR or RUN_DIR.partial)")
+    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                     help="wall-clock seconds between checkpoints (default 60; 0: after every simulated chunk)")
+    run.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    run.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                     help="progress bar on stderr (auto: on a terminal)")
+    run.add_argument("--print-default", action="store_true", help="print the default scenario file and exit")
     mesh = sub.add_parser("mesh", help="generate (or read) a geometry, summarise it and write it with a picture",
                           description="A truncated-ellipsoid LV with an infarct (default), a mesh file (--input) "
                                       "or an EMIDEC label image (--labels); writes mesh.vtu or grid.npz, "
@@ -56,6 +72,8 @@ def main(argv=None) -> int:
             print(f"paracrine mesh: {err}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "run":
+        return _run(args)
     if args.command == "demo":
         for key in ("days", "dt", "mesh_size"):
             value = getattr(args, key)
@@ -73,6 +91,73 @@ def main(argv=None) -> int:
             print(f"paracrine demo: {err}", file=sys.stderr)
             return 2
     return 0
+
+
+def _set_platform(device: str | None, precision: str) -> None:
+    import jax
+
+    if device is not None:
+        jax.config.update("jax_platforms", "cuda" if device == "gpu" else "cpu")
+        try:
+            jax.devices()
+        except RuntimeError as err:
+            raise ValueError(f"--device {device}: JAX cannot use it ({err}); for a GPU install the extra: "
+                             "pip install 'paracrine-pde[gpu]'") from None
+    if precision == "double":
+        jax.config.update("jax_enable_x64", True)
+
+
+def _run(args) -> int:
+    from pathlib import Path
+
+    from . import runner, scenario as sc
+
+    if args.print_default:
+        print(sc.default_text(), end="")
+        return 0
+    try:
+        if args.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every {args.checkpoint_every}; allowed: seconds >= 0")
+        if args.resume and args.scenario:
+            raise ValueError("give a SCENARIO or --resume RUN_DIR, not both (a resumed run uses its stored scenario)")
+        _set_platform(args.device, args.precision)
+        if args.resume:
+            scen, out = None, Path(args.out or args.resume)
+        else:
+            scen = sc.load(args.scenario) if args.scenario else sc.default()
+            out = Path(args.out) if args.out else Path("runs") / (Path(args.scenario).stem if args.scenario else "default")
+        progress = {"auto": None, "on": True, "off": False}[args.progress]
+        folder = runner.run(scen, out, resume=bool(args.resume), checkpoint_every=args.checkpoint_every,
+                            progress=progress, figures=not args.no_figures)
+    except (ValueError, runner.RunError) as err:  # ScenarioError and GeometryError are ValueErrors
+        print(f"paracrine run: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("paracrine run: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    _summary(folder)
+    return 0
+
+
+def _summary(folder) -> None:
+    import json
+
+    m = json.loads((folder / "metrics.json").read_text())
+    info = json.loads((folder / "run.json").read_text())
+    t = info["timings"]
+    print(f"paracrine run: {folder}  ({info['status']}; {info['steps']} steps, {t['total_s']:.1f} s in all, "
+          f"{t['geometry_s']:.1f} s geometry, {t['simulate_s']:.1f} s simulation)")
+    for f, v in m["factors"].items():
+        b = v["budget_pg"]
+        line = f"  {f}: secreted {b.get('secreted', 0):.4g} pg, budget closes to {b['closure']:.1e}"
+        if "border" in v["regions"]:
+            r = v["regions"]["border"]
+            line += f"; border zone: peak mean {r['peak_mean']:.4g} pg/mL at {r['peak_mean_time_h']:.1f} h, AUC {r['auc']:.4g} pg/mL h"
+            if "hours_mean_above_threshold" in r:
+                line += (f", {r['hours_mean_above_threshold']:.0f} h above {v['threshold_pg_per_mL']:g} pg/mL, "
+                         f"{100 * r['volume_share_above_threshold_for_exposure']:.1f} % of its volume above it for "
+                         f">= {v['exposure_h']:g} h")
+        print(line)
 
 
 if __name__ == "__main__":

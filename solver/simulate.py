@@ -84,21 +84,24 @@ def positivity_limiter(space, c):
     return pos * scale.reshape((-1,) + (1,) * (c.ndim - 1)), -space.total(neg)
 
 
-def _plan(t_end, dt, save_at):
+def _plan(t_end, dt, save_at, t0=0.0):
     """Intervals between save points: steps per interval and their length (hit every save time exactly)."""
     for key, v in (("t_end", t_end), ("dt", dt)):
         if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v > 0):
             raise ValueError(f"{key} = {v!r}; allowed: a finite number > 0 (s)")
+    if not (math.isfinite(t0) and 0 <= t0 < t_end):
+        raise ValueError(f"t0 = {t0!r}; allowed: a start time in [0, t_end = {t_end}) s")
     save = np.atleast_1d(np.asarray([t_end] if save_at is None else save_at, dtype=float))
     if save.ndim != 1 or save.size == 0:
         raise ValueError(f"save_at must be a non-empty 1-D list of times, got shape {save.shape}")
-    if not np.all(np.isfinite(save)) or np.any(save < 0) or np.any(save > t_end * (1 + 1e-12)):
-        bad = save[~(np.isfinite(save) & (save >= 0) & (save <= t_end * (1 + 1e-12)))][0]
-        raise ValueError(f"save_at contains {float(bad)!r}; allowed: times in [0, t_end = {t_end}] s")
+    ok = np.isfinite(save) & (save > t0 if t0 > 0 else save >= 0) & (save <= t_end * (1 + 1e-12))
+    if not np.all(ok):
+        raise ValueError(f"save_at contains {float(save[~ok][0])!r}; allowed: times in "
+                         f"{'(' if t0 > 0 else '['}{t0:g}, t_end = {t_end:g}] s")
     if np.any(np.diff(save) <= 0):
         raise ValueError(f"save_at must be strictly increasing, got {save.tolist()}")
     points = save if save[-1] >= t_end * (1 - 1e-12) else np.append(save, t_end)
-    starts = np.concatenate([[0.0], points[:-1]])
+    starts = np.concatenate([[t0], points[:-1]])
     lengths = points - starts
     n = np.where(lengths > 0, np.ceil(lengths / dt * (1 - 1e-12)), 0).astype(np.int64)
     h = np.where(n > 0, lengths / np.maximum(n, 1), 0.0)
@@ -139,8 +142,9 @@ def plan(model: Model, params: Params, *, dt: float, method="rkl2") -> AbstractS
 
 def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=None, method="rkl2",
              observe: Callable | None = None, c0=None, b0=None, budget: bool = False, positive: bool = True,
-             checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None) -> Solution:
-    """Integrate the model from c0 (default zero) to t_end.
+             checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None,
+             t0: float = 0.0) -> Solution:
+    """Integrate the model from c0 (default zero) at time t0 (default 0) to t_end.
 
     t_end, dt, save_at: seconds; save intervals are cut into equal steps no longer than dt.
     method: "rkl2" (default), "cn", "euler" or a stepper instance (RKL2(s=...), CrankNicolson(tol=...)).
@@ -169,7 +173,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
         raise TypeError(f"simulate needs solver.Params, got {type(params).__name__}")
     model.check(params)
     stepper = make_stepper(method)
-    save, starts, h, n = _plan(float(t_end), float(dt), save_at)
+    save, starts, h, n = _plan(float(t_end), float(dt), save_at, float(t0))
     if not _is_traced(params):
         rho = float(jnp.max(spectral_bound(model, params)))
         stepper = stepper.plan(rho, float(h.max()))

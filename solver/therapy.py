@@ -15,8 +15,9 @@ so a step adds exactly what the cells secreted in it (`cumulative`), and the
 cell count itself is `cells(t)`. A schedule is several injections (arrays of
 doses and times). Every number is a traced leaf.
 
-Conditioned medium. A bolus of `amount` per factor at `time` (volume x
-concentration, converted by the caller), or an infusion (`Constant` with a stop).
+Conditioned medium. `Bolus`: an amount per factor (volume x concentration,
+converted by the caller) at one or several times, each delivered at once or
+infused at a constant rate over a duration.
 """
 
 from __future__ import annotations
@@ -77,19 +78,33 @@ class CellSecretion(AbstractProfile):
 
 
 class Bolus(AbstractProfile):
-    """Amounts (S,) in pg released at `time` (conditioned medium: volume x concentration).
-    A step that contains `time` adds the whole amount (spread over that step by the forcing)."""
+    """Conditioned medium: amounts (S,) in pg delivered at each of `time` (a scalar or (J,) doses),
+    as a bolus (duration 0: a step that contains the time adds the whole amount, spread over that
+    step by the forcing) or as an infusion at a constant rate over `duration` seconds."""
 
     amount: jax.Array = eqx.field(converter=_arr)
     time: jax.Array = eqx.field(converter=_arr, default=0.0)
+    duration: jax.Array = eqx.field(converter=_arr, default=0.0)
 
     factor_field = "amount"
 
+    def _delivered(self, t):
+        """Doses delivered by time t (a fraction for a running infusion), summed over the doses."""
+        t = jnp.asarray(t)
+        d = self.duration
+        infusing = d > 0
+        frac = jnp.where(infusing, jnp.clip((t - self.time) / jnp.where(infusing, d, 1.0), 0.0, 1.0),
+                         (t > self.time).astype(self.amount.dtype))
+        return jnp.sum(frac)
+
     def cumulative(self, t):
-        return self.amount * (jnp.asarray(t) > self.time)
+        return self.amount * self._delivered(t)
 
     def rate_at(self, t):
-        return jnp.zeros_like(self.amount)
+        t = jnp.asarray(t)
+        d = self.duration
+        on = (d > 0) & (t >= self.time) & (t < self.time + d)
+        return self.amount * jnp.sum(jnp.where(on, 1.0 / jnp.where(d > 0, d, 1.0), 0.0))
 
 
 def spread_sites(disc, n: int, *, region: str | None = None, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,271 @@
+"""The outputs of a run folder: fields.h5 + fields.xdmf, regions.csv, cells.csv, metrics.json, figures/.
+
+Units in the files: time in hours, concentrations in pg/mL (1 pg/mm^3 = 1000 pg/mL),
+amounts in pg, volumes in mm^3; each header or key says its unit.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+PG_PER_ML = 1e3     # internal pg/mm^3 -> pg/mL
+HOUR = 3600.0
+
+
+@dataclasses.dataclass
+class Result:
+    built: object
+    ts: np.ndarray            # (T,) save times, s
+    stats: np.ndarray         # (T, S, R, 4): mean, max (pg/mm^3), free and bound amount (pg) per region
+    snap_idx: np.ndarray      # (K,) indices into ts of the field snapshots
+    snaps: np.ndarray         # (K, S, N) free concentration
+    snaps_b: np.ndarray | None
+    above_s: np.ndarray       # (S, N) seconds above the factor's threshold
+    budget: dict
+    final_c: np.ndarray
+    final_b: np.ndarray | None
+    W: np.ndarray             # (N, R) region volume per node
+    share: np.ndarray
+    status: int
+    steps: int
+    stages: int
+    limited: np.ndarray
+
+    @property
+    def factors(self):
+        return list(self.built.model.factors)
+
+    @property
+    def regions(self):
+        return list(self.built.model.regions)
+
+
+def write_all(folder: Path, res: Result, *, figures: bool = True) -> None:
+    write_regions_csv(folder / "regions.csv", res)
+    write_cells_csv(folder / "cells.csv", res)
+    _write_json(folder / "metrics.json", metrics(res))
+    write_fields(folder / "fields.xdmf", res)
+    if figures:
+        (folder / "figures").mkdir(exist_ok=True)
+        plot_all(folder / "figures", res)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def write_regions_csv(path: Path, res: Result) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time_h", "factor", "region", "mean_pg_per_mL", "max_pg_per_mL", "free_pg", "bound_pg"])
+        for k, t in enumerate(res.ts):
+            for s, f in enumerate(res.factors):
+                for r, name in enumerate(res.regions):
+                    mean, mx, free, bound = res.stats[k, s, r]
+                    w.writerow([f"{t / HOUR:.6g}", f, name, f"{mean * PG_PER_ML:.6g}", f"{mx * PG_PER_ML:.6g}",
+                                f"{free:.6g}", f"{bound:.6g}"])
+    os.replace(tmp, path)
+
+
+def cells_over_time(res: Result):
+    t = np.concatenate([[0.0], res.ts])
+    return t, res.built.cells(t)
+
+
+def write_cells_csv(path: Path, res: Result) -> None:
+    t, n = cells_over_time(res)
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time_h", "cells_retained"])
+        for a, b in zip(t, n):
+            w.writerow([f"{a / HOUR:.6g}", f"{b:.6g}"])
+    os.replace(tmp, path)
+
+
+def metrics(res: Result) -> dict:
+    """Exposure metrics per factor and region, and the mass budget (see the module docstring)."""
+    d = res.built.scenario.data
+    t = np.concatenate([[0.0], res.ts])
+    dt = np.diff(t)
+    exposure = d["output"]["exposure"]
+    vol = res.W.sum(axis=0)
+    out = {"units": {"auc": "pg/mL x h (time integral of the region mean)", "peak": "pg/mL",
+                     "time": "h", "amounts": "pg", "volume": "mm^3"},
+           "time_resolution_h": d["output"]["interval"] / HOUR, "factors": {}}
+    for s, f in enumerate(res.factors):
+        thr = d["factors"][f]["threshold"]
+        per = {}
+        for r, name in enumerate(res.regions):
+            mean = np.concatenate([[0.0], res.stats[:, s, r, 0]]) * PG_PER_ML
+            mx = np.concatenate([[0.0], res.stats[:, s, r, 1]]) * PG_PER_ML
+            k = int(np.argmax(mean))
+            entry = {"volume_mm3": float(vol[r]), "auc": float(np.trapezoid(mean, t) / HOUR),
+                     "peak_mean": float(mean[k]), "peak_mean_time_h": float(t[k] / HOUR),
+                     "peak_max": float(mx.max()), "peak_max_time_h": float(t[int(np.argmax(mx))] / HOUR),
+                     "mean_at_end": float(mean[-1])}
+            if thr is not None:
+                above = mean[1:] > thr * PG_PER_ML
+                entry["hours_mean_above_threshold"] = float((dt * above).sum() / HOUR)
+                exposed = (res.above_s[s] >= exposure * (1 - 1e-9)).astype(float)
+                entry["volume_share_above_threshold_for_exposure"] = float(res.W[:, r] @ exposed / max(vol[r], 1e-300))
+            per[name] = entry
+        b = {k: float(v[s]) for k, v in res.budget.items()}
+        left_free = float(res.W.sum(axis=1) @ res.final_c[s].reshape(-1))
+        left_bound = 0.0 if res.final_b is None else float(res.W.sum(axis=1) @ res.final_b[s].reshape(-1))
+        removed = sum(v for k, v in b.items() if k != "secreted")
+        secreted = b.get("secreted", 0.0)
+        budget = dict(b, left_free=left_free, left_bound=left_bound,
+                      closure=abs(secreted - removed - left_free - left_bound) / secreted if secreted > 0 else 0.0)
+        out["factors"][f] = {"threshold_pg_per_mL": None if thr is None else thr * PG_PER_ML,
+                             "exposure_h": exposure / HOUR, "regions": per, "budget_pg": budget,
+                             "limited_pg": float(res.limited[s])}
+    tc, n = cells_over_time(res)
+    out["cells"] = {"retained_at_start": float(n[0]) if len(n) else 0.0,
+                    "retained_at_end": float(n[-1]) if len(n) else 0.0}
+    return out
+
+
+def _mesh_for_fields(res: Result):
+    """Points, cells, cell-region labels and whether fields live on points (mesh) or cells (grid voxels)."""
+    import geometry
+
+    geom = res.built.geometry
+    if isinstance(geom, geometry.Mesh):
+        kind = "tetra" if geom.dim == 3 else "triangle"
+        return geom.points, [(kind, geom.cells)], geom.cell_regions, True
+    # voxels as hexahedra (quads in 2-D); the fields are voxel (cell) data on the tissue voxels
+    lab = geom.labels
+    idx = np.argwhere(lab > 0)
+    h, o = np.asarray(geom.spacing), np.asarray(geom.origin)
+    corners = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]]) \
+        if geom.dim == 3 else np.array([[0, 0], [1, 0], [1, 1], [0, 1]])
+    pts = (idx[:, None, :] + corners[None] - 0.5) * h + o
+    uniq, inv = np.unique(pts.reshape(-1, geom.dim).round(9), axis=0, return_inverse=True)
+    cells = inv.reshape(len(idx), len(corners))
+    if geom.dim == 2:
+        uniq = np.c_[uniq, np.zeros(len(uniq))]
+    return uniq, [("hexahedron" if geom.dim == 3 else "quad", cells)], lab[tuple(idx.T)], False
+
+
+def write_fields(path: Path, res: Result) -> None:
+    """fields.xdmf + fields.h5 (meshio's XDMF time series): per factor the free concentration
+    (pg/mL) and, with binding, the bound one, at the snapshot times (h); the region label per cell."""
+    import meshio
+
+    points, cells, labels, on_points = _mesh_for_fields(res)
+    tissue = np.asarray(res.built.disc.mass).reshape(-1) > 0
+    cwd = os.getcwd()
+    os.chdir(path.parent)  # meshio writes the .h5 next to the .xdmf, named from the given path
+    try:
+        with meshio.xdmf.TimeSeriesWriter(path.name) as w:
+            w.write_points_cells(points, cells)
+            for k, i in enumerate(res.snap_idx):
+                data = {}
+                for s, f in enumerate(res.factors):
+                    v = res.snaps[k, s].astype(float) * PG_PER_ML
+                    data[f"{f}_pg_per_mL"] = v if on_points else v[tissue]
+                    if res.snaps_b is not None:
+                        vb = res.snaps_b[k, s].astype(float) * PG_PER_ML
+                        data[f"{f}_bound_pg_per_mL"] = vb if on_points else vb[tissue]
+                cell_data = {"region": [labels.astype(np.int32)]}
+                if on_points:
+                    w.write_data(float(res.ts[i] / HOUR), point_data=data, cell_data=cell_data)
+                else:
+                    w.write_data(float(res.ts[i] / HOUR), cell_data={**cell_data, **{k: [v] for k, v in data.items()}})
+    finally:
+        os.chdir(cwd)
+
+
+def plot_all(folder: Path, res: Result) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = res.built.scenario.data
+    t = res.ts / 86400.0  # from the first output time (log axis)
+    colours = {"remote": "#5b7fa6", "border": "#e08e0b", "core": "#c0392b"}
+    for s, f in enumerate(res.factors):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for r, name in enumerate(res.regions):
+            y = res.stats[:, s, r, 0] * PG_PER_ML
+            ax.plot(t, y, label=f"{name} mean", color=colours.get(name))
+            ax.plot(t, res.stats[:, s, r, 1] * PG_PER_ML, ls=":", color=colours.get(name), lw=1, label=f"{name} max")
+        thr = d["factors"][f]["threshold"]
+        if thr is not None:
+            ax.axhline(thr * PG_PER_ML, color="k", ls="--", lw=0.8, label=f"threshold {thr * PG_PER_ML:g} pg/mL")
+        ax.set_yscale("log")
+        ax.set_xlabel("time (d)")
+        ax.set_ylabel(f"{f} (pg/mL)")
+        ax.set_title(f"{f} by region")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(folder / f"regions_{f}.png", dpi=110)
+        plt.close(fig)
+    tc, n = cells_over_time(res)
+    if res.built.cell_sources:
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        ax.plot(tc / 86400.0, n)
+        ax.set_xlabel("time (d)")
+        ax.set_ylabel("retained living cells")
+        ax.set_yscale("log")
+        ax.set_title("cells remaining")
+        fig.tight_layout()
+        fig.savefig(folder / "cells.png", dpi=110)
+        plt.close(fig)
+    plot_maps(folder, res)
+
+
+def plot_maps(folder: Path, res: Result) -> None:
+    """Short-axis maps (the plane through the injection sites' mean height, or mid-ventricle) of each
+    factor at the snapshot nearest each requested map time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    d = res.built.scenario.data
+    want = d["output"]["maps"] or [res.ts[-1]]
+    snap_t = res.ts[res.snap_idx]
+    # snapshots are every output.fields; maps snap to the nearest one
+    pick = sorted({int(np.argmin(np.abs(snap_t - m))) for m in want})
+    x = np.asarray(res.built.disc.coordinates)
+    tissue = np.asarray(res.built.disc.mass).reshape(-1) > 0
+    if x.shape[1] == 3:
+        pts = [p for p in res.built.sites if p is not None]
+        zs = np.sort(np.concatenate(pts)[:, 2]) if pts else None
+        z0 = float(zs[(len(zs) - 1) // 2]) if pts else float(np.median(x[tissue, 2]))  # through a (median) site
+        h = res.built.disc.h() if callable(res.built.disc.h) else res.built.disc.h
+        sel = tissue & (np.abs(x[:, 2] - z0) < 0.6 * h)
+        if sel.sum() < 10:
+            sel = tissue & (np.abs(x[:, 2] - z0) < 1.5 * h)
+        title = f"short axis z = {z0:.2f} mm"
+    else:
+        sel, title = tissue, "plane"
+    for s, f in enumerate(res.factors):
+        fig, axes = plt.subplots(1, len(pick), figsize=(3.2 * len(pick) + 1, 3.4), squeeze=False)
+        vals = res.snaps[pick][:, s][:, sel] * PG_PER_ML
+        hi = max(float(vals.max()), 1e-6)
+        norm = LogNorm(vmin=hi * 1e-4, vmax=hi)
+        for ax, k, v in zip(axes[0], pick, vals):
+            sc = ax.scatter(x[sel, 0], x[sel, 1], c=np.maximum(v, hi * 1e-4), s=5, norm=norm, cmap="viridis",
+                            linewidths=0)
+            ax.set_aspect("equal")
+            ax.set_title(f"{snap_t[k] / 86400.0:.2f} d", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(sc, ax=axes[0].tolist(), label=f"{f} (pg/mL)", shrink=0.85)
+        fig.suptitle(f"{f}, {title}", fontsize=10)
+        fig.savefig(folder / f"maps_{f}.png", dpi=110)
+        plt.close(fig)
