@@ -83,15 +83,15 @@ class MeshDiscretisation:
         n = np.arange(self.n_nodes)
         return (np.concatenate([i, j, n]), np.concatenate([j, i, n]), np.concatenate([-g, -g, diag]))
 
-    def locate(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """Nodes and P1 (barycentric) weights of the cells containing points x, (P, d+1) each."""
+    def _containing(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Index of the cell containing each point and its barycentric coordinates."""
         x = np.atleast_2d(np.asarray(x, float))
         if x.shape[1] != self.dim:
             raise GeometryError(f"points must have {self.dim} coordinates, got shape {x.shape}")
         pts, cells = self.mesh.points, self.mesh.cells
         p0 = pts[cells[:, 0]]
         inv = np.linalg.inv((pts[cells[:, 1:]] - p0[:, None, :]).transpose(0, 2, 1))
-        nodes, weights = [], []
+        found, weights = [], []
         for k, xk in enumerate(x):
             lam = np.einsum("mij,mj->mi", inv, xk - p0)
             lam = np.concatenate([1 - lam.sum(1, keepdims=True), lam], axis=1)
@@ -99,9 +99,20 @@ class MeshDiscretisation:
             if lam[best].min() < -1e-9:
                 raise GeometryError(f"point {k} at {xk.tolist()} lies outside the mesh")
             w = np.clip(lam[best], 0, None)
-            nodes.append(cells[best])
+            found.append(best)
             weights.append(w / w.sum())
-        return np.array(nodes), np.array(weights)
+        return np.array(found), np.array(weights)
+
+    def locate(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes and P1 (barycentric) weights of the cells containing points x, (P, d+1) each."""
+        cell, w = self._containing(x)
+        return self.mesh.cells[cell], w
+
+    def region_of(self, x) -> np.ndarray:
+        """Index into `regions` of the cell containing each point."""
+        cell, _ = self._containing(x)
+        names = {v: k for k, v in self.mesh.region_names.items()}
+        return np.array([self.regions.index(names[int(r)]) for r in self.mesh.cell_regions[cell]])
 
 
 def _discretise_mesh(mesh: Mesh) -> MeshDiscretisation:
@@ -211,6 +222,11 @@ class GridDiscretisation:
                 raise GeometryError(f"point {k} at {xk.tolist()} lies outside the tissue of the grid")
         flat = np.ravel_multi_index(idx.T, g.shape)
         return flat[:, None], np.ones((len(x), 1))
+
+    def region_of(self, x) -> np.ndarray:
+        """Index into `regions` of the voxel containing each point."""
+        flat, _ = self.locate(x)
+        return self.region_index.reshape(-1)[flat[:, 0]]
 
 
 def _discretise_grid(grid: Grid) -> GridDiscretisation:

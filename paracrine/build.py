@@ -182,8 +182,10 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
         name = f"{what}{sum(1 for w, _ in deliveries[:i] if w == what) + 1}"
         groups = []  # (placement, multiplier, n_sites)
         if pts is not None:
-            nodes, w = disc.locate(pts)
-            site_region = np.einsum("pk,pkr->pr", w, share[nodes]).argmax(axis=1)
+            # sites spread over a region belong to it (on a coarse mesh a thin band's cells may not
+            # contain them); explicit coordinates take the region of the cell containing them
+            spec = x["sites"]
+            site_region = (np.full(len(pts), regions.index(spec["region"])) if "n" in spec else disc.region_of(pts))
             mult = hyp[site_region]
             for m in np.unique(mult):
                 sel = pts[mult == m]

@@ -174,7 +174,7 @@ def write_fields(path: Path, res: Result) -> None:
                 for s, f in enumerate(res.factors):
                     v = res.snaps[k, s].astype(float) * PG_PER_ML
                     data[f"{f}_pg_per_mL"] = v if on_points else v[tissue]
-                    if res.snaps_b is not None:
+                    if res.snaps_b is not None and res.built.scenario.data["factors"][f]["binding"]:
                         vb = res.snaps_b[k, s].astype(float) * PG_PER_ML
                         data[f"{f}_bound_pg_per_mL"] = vb if on_points else vb[tissue]
                 cell_data = {"region": [labels.astype(np.int32)]}

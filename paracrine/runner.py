@@ -127,6 +127,7 @@ def run(scenario: Scenario | None, out, *, resume: bool = False, checkpoint_ever
     import solver
 
     out = Path(out)
+    dtype = dtype or jnp.result_type(float)
     if out.name.endswith(".partial"):
         out = out.with_name(out.name[: -len(".partial")])
     part = partial_dir(out)
@@ -153,15 +154,21 @@ def run(scenario: Scenario | None, out, *, resume: bool = False, checkpoint_ever
             {"source": scenario.source, "base": str(Path(scenario.source).parent.resolve()) if
              Path(scenario.source).is_file() else str(Path.cwd())}))
         t0 = time.perf_counter()
-        geom, disc, sites = make_geometry(scenario)
+        try:
+            geom, disc, sites = make_geometry(scenario)
+            built = build(scenario, dtype=dtype, geometry_and_sites=(geom, disc, sites))
+        except BaseException:
+            shutil.rmtree(part)  # nothing ran: leave nothing behind
+            raise
         save_geometry(part / "geometry.npz", geom, sites)
         timings["geometry_s"] = time.perf_counter() - t0
     dtype = dtype or jnp.result_type(float)
-    built = build(scenario, dtype=dtype, geometry_and_sites=(geom, disc, sites))
+    if resume:
+        built = build(scenario, dtype=dtype, geometry_and_sites=(geom, disc, sites))
     model, params = built.model, built.params
     d = scenario.data
     ts = save_times(scenario)
-    chunks = chunk_plan(ts, d["output"]["interval"])
+    chunks = chunk_plan(ts, d["output"]["interval"], d["time"]["chunk"])
     stepper = solver.plan(model, params, dt=d["time"]["dt"], method=d["time"]["method"])
     S, R = model.n_factors, model.n_regions
     share = _region_share(disc)

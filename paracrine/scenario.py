@@ -157,7 +157,8 @@ GEOMETRY_KEYS = {
     "labels": "an EMIDEC label image (.npy, .npz, .nii) instead (path relative to the scenario)",
     "spacing": "voxel spacing of the label image (length)",
 }
-TIME_KEYS = {"end": "simulated time", "dt": "time step (default 60 s)", "method": "rkl2 (default), cn or euler"}
+TIME_KEYS = {"end": "simulated time", "dt": "time step (default 60 s)", "method": "rkl2 (default), cn or euler",
+             "chunk": "simulated time per compiled chunk, the checkpoint granularity (default 1 d)"}
 OUTPUT_KEYS = {"interval": "time-course interval (default 1 h)", "fields": "field snapshot interval (default 12 h)",
                "maps": "times of the short-axis maps", "exposure": "time above threshold that counts as exposed (default 24 h)"}
 FACTOR_KEYS = {
@@ -232,7 +233,8 @@ def _resolve(raw: dict, rd: _Reader, base: Path) -> dict:
     dt = rd.quantity(t.get("dt", "60 s"), "time.dt", "time", strict=True)
     if dt > end:
         raise rd.error("time.dt", f" = {t.get('dt')!r} is longer than time.end; allowed: 0 < dt <= end")
-    out["time"] = {"end": end, "dt": dt, "method": rd.choice(t.get("method", "rkl2"), "time.method", METHODS)}
+    out["time"] = {"end": end, "dt": dt, "method": rd.choice(t.get("method", "rkl2"), "time.method", METHODS),
+                   "chunk": rd.quantity(t.get("chunk", "1 d"), "time.chunk", "time", strict=True)}
 
     o = rd.table(raw.get("output", {}), "output", OUTPUT_KEYS)
     interval = rd.quantity(o.get("interval", "1 h"), "output.interval", "time", strict=True)
