@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/paracrine demo
+	$(VENV)/bin/paracrine run --out runs/default-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
@@ -25,6 +25,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/forward.py
+	$(VENV)/bin/python benchmarks/run_default.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

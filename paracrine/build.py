@@ -68,7 +68,7 @@ def _lv_sites(g: dict, spec: dict, route: str, path: str) -> np.ndarray:
     shape = geometry.LVShape(**g["shape"])
     wall = shape.a_epi - shape.a_endo
     kw = _lv_kwargs(g)
-    grid = geometry.lv_ellipsoid(kw.pop("species"), grid_spacing=min(0.25, wall / 8), **kw)
+    grid = geometry.lv_ellipsoid(kw.pop("species"), grid_spacing=wall / 10, **kw)
     x = grid.centres().reshape(-1, 3)
     lab = grid.labels.reshape(-1)
     want = grid.region_names[spec["region"]] if spec["region"] in grid.region_names else -1

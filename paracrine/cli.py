@@ -14,15 +14,6 @@ def _parser() -> argparse.ArgumentParser:
         description="Reaction-diffusion of factors secreted by cells injected into the infarcted heart.")
     ap.add_argument("--version", action="version", version=f"paracrine {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="run a demonstration: MSCs in a rat heart with an LAD infarct",
-                          description="1e6 MSCs at 3 border-zone sites of a rat LV with an LAD infarct secrete VEGF "
-                                      "and HGF; prints region means, VEGF exposure of the border zone and the "
-                                      "mass budget.")
-    demo.add_argument("--days", type=float, default=7.0, help="simulated time in days (default 7)")
-    demo.add_argument("--dt", type=float, default=60.0, help="time step in seconds (default 60)")
-    demo.add_argument("--method", choices=["rkl2", "cn", "euler"], default="rkl2")
-    demo.add_argument("--mesh-size", type=float, default=0.4, help="tetrahedral edge length in mm (default 0.4)")
-    demo.add_argument("--precision", choices=["single", "double"], default="single")
     run = sub.add_parser("run", help="run a scenario file (default: the built-in rat LAD scenario) into a run folder",
                          description="Runs SCENARIO (TOML with units; without it the built-in default: a rat LV with "
                                      "an LAD infarct, 1e6 MSCs at 3 border-zone sites, VEGF and HGF, 7 days) and "
@@ -74,22 +65,6 @@ def main(argv=None) -> int:
         return 0
     if args.command == "run":
         return _run(args)
-    if args.command == "demo":
-        for key in ("days", "dt", "mesh_size"):
-            value = getattr(args, key)
-            if not value > 0:
-                ap.error(f"--{key.replace('_', '-')} must be > 0, got {value}")
-        import jax
-
-        if args.precision == "double":
-            jax.config.update("jax_enable_x64", True)
-        from . import demo
-
-        try:
-            demo.main(days=args.days, dt=args.dt, method=args.method, mesh_size=args.mesh_size)
-        except ValueError as err:  # e.g. an unstable forward-Euler step
-            print(f"paracrine demo: {err}", file=sys.stderr)
-            return 2
     return 0
 
 

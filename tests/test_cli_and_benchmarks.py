@@ -19,28 +19,6 @@ def test_help_lists_commands():
     assert exit_.value.code == 0
 
 
-def test_demo_runs_and_budget_closes(capsys):
-    from paracrine import demo
-
-    out = demo.main(days=0.25, dt=300.0, mesh_size=0.6)
-    assert out["status"] == "success"
-    means = out["means"]
-    assert np.all(np.isfinite(means)) and means.min() >= 0
-    # the border zone holds the injection sites: highest mean concentration of both factors
-    assert np.all(means[-1].argmax(axis=1) == list(out["regions"]).index("border"))
-    assert "closes to" in capsys.readouterr().out
-
-
-def test_demo_rejects_bad_options(capsys):
-    from paracrine.cli import main
-
-    with pytest.raises(SystemExit):
-        main(["demo", "--dt", "-1"])
-    assert "--dt must be > 0, got -1.0" in capsys.readouterr().err
-    assert main(["demo", "--method", "euler", "--dt", "1e4", "--days", "1", "--mesh-size", "1.0"]) == 2
-    assert "largest stable dt" in capsys.readouterr().err
-
-
 def test_forward_benchmark_quick_writes_a_record(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forward.py"), "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
@@ -55,3 +33,16 @@ def test_forward_benchmark_quick_writes_a_record(tmp_path):
     # accuracy at the quick size is set by the coarse voxels (50 um), not by the steppers
     assert all(r["rel_error_vs_V1"] < 2e-2 for r in rec["results"])
     assert rec["baselines"] and rec["bandwidth"]["copy_GBps"] > 0
+
+
+def test_run_default_benchmark_quick_writes_a_record(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_default.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    files = list(tmp_path.glob("run_default-*.json"))
+    assert len(files) == 1
+    rec = json.loads(files[0].read_text())
+    assert rec["quick"] and rec["environment"]["jax"] and rec["problem"]["geometry"]["nodes"] > 0
+    run = rec["runs"][0]
+    assert run["status"] == "success" and 0 < run["simulate_s"] < run["wall_s"]
+    assert all(c < 1e-5 for c in run["budget_closure"].values())  # float32
