@@ -5,7 +5,7 @@ lattice of the analytic shape, mid-wall for intramyocardial and sub-endocardial 
 transendocardial delivery), so the mesh can be refined around them. Sites in regions
 with a hypoxia multiplier other than 1 get their own source. Intracoronary and
 intravenous delivery spread over the perfused tissue (not the core), of a territory
-or of the whole ventricle, as field sources.
+and its border zone or of the whole ventricle, as field sources.
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ def _region_nodes(disc, region: str) -> np.ndarray:
 
 
 def _perfused_density(disc, g: dict, territory, regions) -> np.ndarray:
-    """Perfused tissue: the share of each node outside the core, within the AHA territory if given."""
+    """Perfused tissue: the share of each node outside the core; with a territory, only in its AHA
+    segments or in the border zone (which surrounds the core and shares its supply: with a
+    transmural infarct it is all the territory has left)."""
     share = _region_share(disc)
     rho = 1.0 - (share[:, regions.index("core")] if "core" in regions else 0.0)
     if territory is not None:
@@ -155,7 +157,9 @@ def _perfused_density(disc, g: dict, territory, regions) -> np.ndarray:
 
         shape = geometry.LVShape(**g["shape"])
         segs = geometry.TERRITORIES[territory] if isinstance(territory, str) else tuple(territory)
-        rho = rho * np.isin(geometry.aha_segments(np.asarray(disc.coordinates), shape), segs)
+        inside = np.isin(geometry.aha_segments(np.asarray(disc.coordinates), shape), segs)
+        border = share[:, regions.index("border")] > 0 if "border" in regions else False
+        rho = rho * (inside | border)
     rho = np.where(np.asarray(disc.mass).reshape(-1) > 0, rho, 0.0)
     return rho
 

@@ -201,6 +201,7 @@ def run(scenario: Scenario | None, out, *, resume: bool = False, checkpoint_ever
     pending: list[dict] = []
     last_ck = time.perf_counter()
     every = d["output"]["fields_every"]
+    map_idx = [int(np.argmin(np.abs(ts - m))) for m in d["output"]["maps"]]  # maps get snapshots of their own
     c = jnp.asarray(state["c"], dtype)
     b = jnp.asarray(state["b"], dtype) if binding else None
     first_chunk_s = None
@@ -227,8 +228,7 @@ def run(scenario: Scenario | None, out, *, resume: bool = False, checkpoint_ever
         dts = np.diff(np.concatenate([[t0], ts[i:j]]))
         state["above_s"] = state["above_s"] + np.einsum("t,tsn->sn", dts, cf > thresholds[None, :, None])
         glob = np.arange(i, j)
-        snap = (glob + 1) % every == 0
-        snap |= glob == len(ts) - 1
+        snap = ((glob + 1) % every == 0) | (glob == len(ts) - 1) | np.isin(glob, map_idx)
         rec = {"stats": stats, "snap_idx": glob[snap], "snaps": cf[snap].astype(np.float32),
                "snaps_b": (bf[snap] if bf is not None else np.zeros((0,))).astype(np.float32)}
         records.append(rec)

@@ -99,9 +99,11 @@ def test_field_routes_spread_over_perfused_tissue(built):
     assert np.all(np.asarray(iv.per_amount)[core] == 0) and np.all(np.asarray(ic.per_amount)[core] == 0)
     mass = np.asarray(disc.mass)
     assert float((mass * np.asarray(iv.per_amount)).sum()) == pytest.approx(1.0)  # spreads exactly the amount
-    # intracoronary (LAD): nothing outside the LAD's AHA segments
+    # intracoronary (LAD): nothing outside the LAD's AHA segments and its border zone
     shape = geometry.LVShape(**built.scenario.data["geometry"]["shape"])
     outside = ~np.isin(geometry.aha_segments(disc.coordinates, shape), geometry.TERRITORIES["LAD"])
+    outside &= share[:, disc.regions.index("border")] == 0
+    assert outside.sum() > 0.5 * len(outside)
     assert np.all(np.asarray(ic.per_amount)[outside] == 0) and np.any(np.asarray(iv.per_amount)[outside] > 0)
 
 
