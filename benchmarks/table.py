@@ -1,6 +1,7 @@
 """Render benchmark JSON records as the markdown tables of benchmarks/README.md.
 
     python benchmarks/table.py benchmarks/results/forward-*.json
+    python benchmarks/table.py benchmarks/results/run_default-*.json
 """
 
 from __future__ import annotations
@@ -34,8 +35,26 @@ def forward_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_table(records: list[dict]) -> str:
+    lines = ["| scenario | device | threads | precision | nodes | steps | geometry (s) | simulation incl. compile (s) | "
+             "first chunk (s) | outputs (s) | wall (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rec in records:
+        env, p = rec["environment"], rec["problem"]
+        for r in rec["runs"]:
+            lines.append(f"| {p['scenario']} | {env['platform']} {env['device']} | {env['cpu_threads']} | {rec['precision']} | "
+                         f"{p['geometry'].get('nodes', p['geometry'].get('tissue_voxels'))} | {r['steps']} | "
+                         f"{r['geometry_s']:.1f} | {r['simulate_s']:.1f} | {r['first_chunk_s']:.1f} | {r['outputs_s']:.1f} | "
+                         f"{r['wall_s']:.1f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     recs = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
     env = recs[0]["environment"] if recs else {}
     print(f"<!-- {env.get('platform')} {env.get('device')}, jax {env.get('jax')}, {recs[0]['precision'] if recs else ''} -->")
-    print(forward_table(recs))
+    runs = [r for r in recs if r.get("benchmark") == "run_default"]
+    fwd = [r for r in recs if r.get("benchmark") != "run_default"]
+    if fwd:
+        print(forward_table(fwd))
+    if runs:
+        print(run_table(runs))
