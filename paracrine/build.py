@@ -166,8 +166,6 @@ def _perfused_density(disc, g: dict, territory, regions) -> np.ndarray:
 
 def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
     """Geometry (or the given (geometry, disc, sites)), Model and Params for a scenario."""
-    import jax.numpy as jnp
-
     import solver
 
     d = scenario.data

@@ -74,10 +74,12 @@ def _set_platform(device: str | None, precision: str) -> None:
     if device is not None:
         jax.config.update("jax_platforms", "cuda" if device == "gpu" else "cpu")
         try:
-            jax.devices()
-        except RuntimeError as err:
-            raise ValueError(f"--device {device}: JAX cannot use it ({err}); for a GPU install the extra: "
-                             "pip install 'paracrine-pde[gpu]'") from None
+            platform = jax.devices()[0].platform
+        except Exception as err:  # RuntimeError, or an AssertionError from inside JAX with no backend at all
+            platform = f"none ({type(err).__name__}: {err})" if str(err) else "none"
+        if platform != device:
+            raise ValueError(f"--device {device}: JAX has no such device here (it found: {platform}); for a GPU "
+                             "install the extra: pip install 'paracrine-pde[gpu]'")
     if precision == "double":
         jax.config.update("jax_enable_x64", True)
 
@@ -110,11 +112,14 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print("paracrine run: interrupted; continue with --resume", file=sys.stderr)
         return 130
-    _summary(folder)
+    status = _summary(folder)
+    if status != "success":
+        print(f"paracrine run: the solver reported: {status} (outputs written; see run.json)", file=sys.stderr)
+        return 3
     return 0
 
 
-def _summary(folder) -> None:
+def _summary(folder) -> str:
     import json
 
     m = json.loads((folder / "metrics.json").read_text())
@@ -133,6 +138,7 @@ def _summary(folder) -> None:
                          f"{100 * r['volume_share_above_threshold_for_exposure']:.1f} % of its volume above it for "
                          f">= {v['exposure_h']:g} h")
         print(line)
+    return info["status"]
 
 
 if __name__ == "__main__":

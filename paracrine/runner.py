@@ -12,7 +12,6 @@ state at its end, and are deleted at the end.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import report
-from .build import Built, _region_share, build, make_geometry
-from .scenario import Scenario, ScenarioError, loads, save_times
+from .build import _region_share, build, make_geometry
+from .scenario import Scenario, loads, save_times
 
 DAY = 86400.0
 STATE_KEYS = ("c", "b", "above_s", "budget", "steps", "stages", "limited", "chunk", "status")
@@ -121,10 +120,7 @@ def run(scenario: Scenario | None, out, *, resume: bool = False, checkpoint_ever
     checkpoint_every: wall-clock seconds between checkpoints (0: after every chunk).
     progress: a progress bar on stderr (None: only on a terminal).
     """
-    import jax
     import jax.numpy as jnp
-
-    import solver
 
     out = Path(out)
     dtype = dtype or jnp.result_type(float)
@@ -132,16 +128,13 @@ def run(scenario: Scenario | None, out, *, resume: bool = False, checkpoint_ever
         out = out.with_name(out.name[: -len(".partial")])
     part = partial_dir(out)
     t_start = time.perf_counter()
-    timings: dict = {}
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} exists and is not empty; choose another --out (runs never overwrite)")
     if resume:
-        if not (part / "scenario.toml").is_file() or not (part / "geometry.npz").is_file():
-            raise RunError(f"nothing to resume: {part} holds no interrupted run (scenario.toml and geometry.npz)")
+        if not (part / "scenario.toml").is_file() or not (part / "run-start.json").is_file():
+            raise RunError(f"nothing to resume: {part} holds no interrupted run")
         meta = json.loads((part / "run-start.json").read_text())
         scenario = loads((part / "scenario.toml").read_text(), source=meta["source"], base=Path(meta["base"]))
-        geom, disc, sites = load_geometry(part / "geometry.npz")
-        timings["geometry_s"] = 0.0
     else:
         if scenario is None:
             raise ValueError("run needs a scenario (or resume=True)")
@@ -153,18 +146,31 @@ def run(scenario: Scenario | None, out, *, resume: bool = False, checkpoint_ever
         _atomic_text(part / "run-start.json", json.dumps(
             {"source": scenario.source, "base": str(Path(scenario.source).parent.resolve()) if
              Path(scenario.source).is_file() else str(Path.cwd())}))
-        t0 = time.perf_counter()
-        try:
-            geom, disc, sites = make_geometry(scenario)
-            built = build(scenario, dtype=dtype, geometry_and_sites=(geom, disc, sites))
-        except BaseException:
-            shutil.rmtree(part)  # nothing ran: leave nothing behind
-            raise
-        save_geometry(part / "geometry.npz", geom, sites)
-        timings["geometry_s"] = time.perf_counter() - t0
-    dtype = dtype or jnp.result_type(float)
-    if resume:
-        built = build(scenario, dtype=dtype, geometry_and_sites=(geom, disc, sites))
+    try:
+        return _execute(scenario, out, part, resume=resume, dtype=dtype, checkpoint_every=checkpoint_every,
+                        progress=progress, figures=figures, log=log, t_start=t_start, stop_after=_stop_after)
+    except BaseException:
+        if not resume and part.exists() and not any((part / "checkpoints").glob("*.npz")):
+            shutil.rmtree(part, ignore_errors=True)  # nothing to resume: leave nothing behind
+        raise
+
+
+def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, figures, log, t_start, stop_after):
+    import jax.numpy as jnp
+
+    import solver
+
+    timings: dict = {}
+    t0 = time.perf_counter()
+    stored = part / "geometry.npz"
+    if stored.is_file():  # a resumed run continues on exactly the stored mesh and sites
+        geom, disc, sites = load_geometry(stored)
+    else:
+        geom, disc, sites = make_geometry(scenario)
+    built = build(scenario, dtype=dtype, geometry_and_sites=(geom, disc, sites))
+    if not stored.is_file():
+        save_geometry(stored, geom, sites)
+    timings["geometry_s"] = time.perf_counter() - t0
     model, params = built.model, built.params
     d = scenario.data
     ts = save_times(scenario)
@@ -247,7 +253,7 @@ def run(scenario: Scenario | None, out, *, resume: bool = False, checkpoint_ever
         if time.perf_counter() - last_ck >= checkpoint_every or ci == len(chunks) - 1:
             _checkpoint(ckdir, pending, state, c, b)
             pending, last_ck = [], time.perf_counter()
-        if _stop_after is not None and ci + 1 >= _stop_after and ci + 1 < len(chunks):
+        if stop_after is not None and ci + 1 >= stop_after and ci + 1 < len(chunks):
             if bar is not None:
                 bar.close()
             raise KeyboardInterrupt(f"stopped after chunk {ci + 1} (test)")

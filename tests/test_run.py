@@ -238,3 +238,31 @@ def test_voxel_grid_run_writes_hexahedra(tmp_path):
         t, pd, cd = r.read_data(0)
     assert times == [2.0, 3.0]  # the map time gets a snapshot of its own; fields every 3 h
     assert len(cd["VEGF_pg_per_mL"][0]) == len(cells[0].data) and (out / "figures" / "maps_VEGF.png").is_file()
+
+
+def test_failure_before_the_first_checkpoint_leaves_nothing(tmp_path, capsys):
+    from paracrine.cli import main
+
+    # forward Euler at dt = 1 h is unstable on this mesh: refused before the first step
+    path = write_scenario(tmp_path, COARSE.replace('dt = "120 s"', 'dt = "1 h"\nmethod = "euler"'))
+    assert main(["run", str(path), "--out", str(tmp_path / "x"), "--progress", "off"]) == 2
+    err = capsys.readouterr().err
+    assert "paracrine run:" in err and "stable" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+    # a site outside the tissue is found after the scenario loads, while building: also nothing left
+    path = write_scenario(tmp_path, COARSE.replace("sites = 3", "sites = [[0, 0, 0]]"), "out.toml")
+    assert main(["run", str(path), "--out", str(tmp_path / "y"), "--progress", "off"]) == 2
+    assert "injection[0].sites[0] = [0.0, 0.0, 0.0] mm lies outside the tissue" in capsys.readouterr().err
+    assert not (tmp_path / "y.partial").exists()
+
+
+def test_missing_device_is_a_clear_error(tmp_path):
+    import jax
+
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("a GPU is present")
+    proc = subprocess.run([sys.executable, "-m", "paracrine.cli", "run", "--device", "gpu", "--out", str(tmp_path / "g")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--device gpu: JAX has no such device here" in proc.stderr and "paracrine-pde[gpu]" in proc.stderr
+    assert not (tmp_path / "g.partial").exists()
