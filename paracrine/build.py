@@ -30,6 +30,7 @@ class Built:
     params: object             # solver.Params
     sites: list                # per delivery: (P, 3) point sites or None
     cell_sources: list         # (profile index, sites multiplying the profile's cells)
+    media_retention: list = dataclasses.field(default_factory=list)  # per Bolus profile, in order
 
     def cells(self, t) -> np.ndarray:
         """Retained living cells at times t (all injections)."""
@@ -127,6 +128,12 @@ def make_geometry(scenario: Scenario):
                 except geometry.GeometryError:
                     raise ScenarioError(f"{scenario.source}: {what}[{k}].sites[{j}] = {p.tolist()} mm lies outside "
                                         "the tissue; allowed: points inside the myocardium") from None
+    for name, p in scenario.data.get("probes", {}).items():
+        try:
+            disc.locate(np.asarray(p, float)[None])
+        except geometry.GeometryError:
+            raise ScenarioError(f"{scenario.source}: probes.{name} = {list(p)} mm lies outside the tissue; "
+                                "allowed: points inside the myocardium") from None
     return geom, disc, sites
 
 
@@ -178,7 +185,7 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
     cells = d["cells"]
     hyp = np.array([cells["hypoxia"][r] for r in regions]) if cells else np.ones(len(regions))
     share = _region_share(disc)
-    sources, profiles, cell_sources = [], [], []
+    sources, profiles, cell_sources, media_retention = [], [], [], []
     deliveries = [("injection", x) for x in d["injections"]] + [("medium", x) for x in d["media"]]
     for i, ((what, x), pts) in enumerate(zip(deliveries, sites)):
         name = f"{what}{sum(1 for w, _ in deliveries[:i] if w == what) + 1}"
@@ -219,6 +226,7 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
             else:
                 amount = np.array([x["amount"][f] for f in factors]) * x["retention"] * share_of_dose
                 profiles.append(solver.Bolus(amount=amount, time=np.asarray(x["times"]), duration=x["duration"]))
+                media_retention.append(x["retention"])
     model = solver.Model(disc, factors=factors, sources=sources, dtype=dtype)
     per_region = lambda key: np.array([[F[f][key][r] for r in regions] for f in factors])  # noqa: E731
     kw = dict(D=per_region("D"), decay=np.array([F[f]["decay"] for f in factors]), uptake=per_region("uptake"),
@@ -239,7 +247,7 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
     if dtype is not None:
         params = _cast(params, dtype)
     model.check(params)
-    return Built(scenario, geom, disc, model, params, sites, cell_sources)
+    return Built(scenario, geom, disc, model, params, sites, cell_sources, media_retention)
 
 
 def _cast(tree, dtype):

@@ -190,7 +190,7 @@ MEDIUM_KEYS = {**DELIVERY_KEYS, "volume": "volume injected (or infused over dura
                "concentration": "{factor: concentration}", "amount": "{factor: amount} instead of volume x concentration",
                "duration": "infusion time (default 0: a bolus)", "rate": "infusion rate (volume/time) instead of volume"}
 TOP_KEYS = {"title": "text", "geometry": GEOMETRY_KEYS, "time": TIME_KEYS, "output": OUTPUT_KEYS,
-            "factors": "one table per factor", "cells": CELL_KEYS, "injection": INJECTION_KEYS, "medium": MEDIUM_KEYS}
+            "factors": "one table per factor", "cells": CELL_KEYS, "probes": "named points {name = [x, y, z]} (mm)", "injection": INJECTION_KEYS, "medium": MEDIUM_KEYS}
 SCHEMA = TOP_KEYS
 
 HOUR, DAY = 3600.0, 86400.0
@@ -275,6 +275,15 @@ def _resolve(raw: dict, rd: _Reader, base: Path) -> dict:
     out["media"] = [_delivery(rd, f"medium[{k}]", d, MEDIUM_KEYS, regions, species, geo, end, names,
                               mw={n: f["mw_kda"] for n, f in out["factors"].items()})
                     for k, d in enumerate(media)]
+    out["probes"] = {}
+    probes = raw.get("probes", {})
+    if not isinstance(probes, dict):
+        raise rd.error("probes", f" = {probes!r}; allowed: a table {{name = [x, y, z]}} in mm")
+    for name, xyz in probes.items():
+        if not (isinstance(xyz, list) and len(xyz) == 3):
+            raise rd.error(f"probes.{name}", f" = {xyz!r}; allowed: [x, y, z] in mm (numbers or lengths)")
+        out["probes"][name] = [v if isinstance(v, (int, float)) and not isinstance(v, bool) else
+                               rd.quantity(v, f"probes.{name}[{i}]", "length", low=-math.inf) for i, v in enumerate(xyz)]
     if not out["injections"] and not out["media"]:
         raise rd.error("injection", ": the scenario has no source; add [[injection]] (cells) or [[medium]]")
     return out
