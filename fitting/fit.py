@@ -43,8 +43,8 @@ class FitResult:
     n_data: int
     loss_history: np.ndarray
     iterations: int
-    n_solves: int                 # primal evaluations of the model (each one PDE solve when data need it)
-    n_tangents: int               # forward-mode tangents carried along (P per Jacobian)
+    n_solves: int                 # passes through the model: residual-only trials plus Jacobian passes
+    n_jacobians: int              # of which forward-mode passes carrying P tangents each
     status: str
     converged: bool
     warnings: list
@@ -70,7 +70,7 @@ class FitResult:
                 "loss": self.loss, "chi2": self.chi2, "n_data": self.n_data, "dof": self.n_data - len(self.names),
                 "loss_kind": self.loss_kind, "method": self.method, "status": self.status, "converged": self.converged,
                 "warnings": self.warnings, "iterations": self.iterations, "n_solves": self.n_solves,
-                "n_tangents": self.n_tangents, "wall_s": self.wall_s, "compile_s": self.compile_s,
+                "n_jacobians": self.n_jacobians, "wall_s": self.wall_s, "compile_s": self.compile_s,
                 "loss_history": [float(x) for x in self.loss_history],
                 "starts": [{"loss": float(a), "status": b} for a, b in self.starts],
                 "profiles": {k: {kk: np.asarray(vv).tolist() for kk, vv in v.items()} for k, v in self.profiles.items()}}
@@ -98,7 +98,7 @@ class Problem:
             ok = v > 0 if p.kind == "positive" else 0 < v < 1
             if not (ok and math.isfinite(v)):
                 allowed = "> 0" if p.kind == "positive" else "in (0, 1)"
-                raise ValueError(f"free parameter {p.name} starts at {v!r}; allowed: {allowed} (set it in the scenario "
+                raise ValueError(f"free parameter {p.name} starts at {float(v)!r}; allowed: {allowed} (set it in the scenario "
                                  "or give an initial value)")
         self.theta0 = theta0
         lo, hi = [], []
@@ -235,8 +235,9 @@ def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "abso
     result = FitResult(names=[p.name for p in free], units=[p.unit for p in free], values=values,
                        initial=prob.theta0, intervals=ci, sd_z=sd_z, correlation=corr, loss=float(losses[best]),
                        chi2=chi2, n_data=n, loss_history=hist, iterations=iterations,
-                       n_solves=int(np.sum(np.asarray(out.get("n_residual", out["iterations"] + 1)))),
-                       n_tangents=int(np.sum(np.asarray(out.get("n_jacobian", out["iterations"] * 0)))) * P,
+                       n_solves=int(np.asarray(out["n_residual"][best] + out["n_jacobian"][best]) if "n_residual" in out
+                                    else 2 * (iterations + 1)),  # optax: a value and a reverse-mode gradient each
+                       n_jacobians=int(out["n_jacobian"][best]) if "n_jacobian" in out else 0,
                        status=STATUS[status_code], converged=status_code in (1, 2, 3), warnings=warns, wall_s=wall,
                        compile_s=compile_s, starts=[(float(a), STATUS[int(b)]) for a, b in zip(losses, out["status"])],
                        params=params, predictions=pred, observations=obs, method=method, loss_kind=loss)

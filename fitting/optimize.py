@@ -17,15 +17,19 @@ import jax
 import jax.numpy as jnp
 
 RUNNING, GTOL, XTOL, FTOL, MAXITER, NONFINITE = 0, 1, 2, 3, 4, 5
-STATUS = {RUNNING: "running", GTOL: "converged (gradient below gtol)", XTOL: "converged (step below xtol)",
+STATUS = {RUNNING: "running", GTOL: "converged (gradient below gtol)", XTOL: "converged (step below xtol, or no step lowers the loss)",
           FTOL: "converged (relative loss change below ftol)", MAXITER: "stopped: iteration budget reached",
           NONFINITE: "failed: the loss is not finite at the start"}
 
 
 def levenberg_marquardt(residual, z0, lo, hi, *, max_iter: int = 50, gtol: float = 1e-8, xtol: float = 1e-8,
-                        ftol: float = 1e-10, lam0: float = 1e-3, progress=None):
+                        ftol: float = 1e-10, lam0: float = 1.0, max_trials: int = 13, progress=None):
     """Returns dict(z, loss, status, iterations, n_residual, n_jacobian, history (max_iter + 1,), J, r).
-    progress: f(iteration, loss, lam) called from inside the loop (jax.debug.callback) per iteration."""
+
+    Each iteration tries damped Gauss-Newton steps with residual evaluations only (one model solve
+    each) until the loss decreases, then evaluates the Jacobian there (one forward-mode pass
+    carrying P tangents). progress: f(iteration, loss, damping, accepted) per iteration
+    (jax.debug.callback)."""
 
     def value_and_jac(z):
         J, r = jax.jacfwd(lambda x: (lambda r: (r, r))(residual(x)), has_aux=True)(z)
@@ -36,45 +40,59 @@ def levenberg_marquardt(residual, z0, lo, hi, *, max_iter: int = 50, gtol: float
     loss0 = 0.5 * jnp.sum(r0 * r0)
     hist = jnp.full(max_iter + 1, jnp.nan, r0.dtype).at[0].set(loss0)
     status0 = jnp.where(jnp.isfinite(loss0) & jnp.all(jnp.isfinite(J0)), RUNNING, NONFINITE)
+    one = jnp.asarray(1)
     state = dict(z=z0, r=r0, J=J0, loss=loss0, lam=jnp.asarray(lam0, r0.dtype), nu=jnp.asarray(2.0, r0.dtype),
-                 it=jnp.asarray(0), status=status0, hist=hist, nj=jnp.asarray(1))
-
-    def cond(s):
-        return s["status"] == RUNNING
+                 it=jnp.asarray(0), status=status0, hist=hist, nr=one, nj=one)
 
     def body(s):
-        z, r, J, loss, lam, nu = s["z"], s["r"], s["J"], s["loss"], s["lam"], s["nu"]
+        z, r, J, loss = s["z"], s["r"], s["J"], s["loss"]
         g = J.T @ r
         A = J.T @ J
         diag = jnp.maximum(jnp.diag(A), 1e-12 * jnp.max(jnp.diag(A)) + 1e-300)
-        step = jnp.linalg.solve(A + lam * jnp.diag(diag), -g)
-        z_new = jnp.clip(z + step, lo, hi)
-        step = z_new - z
-        r_new, J_new = value_and_jac(z_new)
-        loss_new = 0.5 * jnp.sum(r_new * r_new)
-        predicted = -(g @ step + 0.5 * step @ A @ step)
-        rho = (loss - loss_new) / jnp.where(predicted > 0, predicted, 1e-300)
-        ok = jnp.isfinite(loss_new) & jnp.all(jnp.isfinite(J_new)) & (loss_new < loss)
-        lam_ok = lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+
+        def trial(t):
+            lam = t["lam"]
+            # the first trial of an iteration is the undamped Gauss-Newton step: near a solution it gives
+            # quadratic convergence even along directions the data barely determine (where any damping
+            # proportional to diag(A) dominates)
+            step = jnp.linalg.solve(A + jnp.where(t["k"] == 0, 0.0, lam) * jnp.diag(diag), -g)
+            z_new = jnp.clip(z + step, lo, hi)
+            step = z_new - z
+            r_new = residual(z_new)
+            loss_new = 0.5 * jnp.sum(r_new * r_new)
+            ok = jnp.isfinite(loss_new) & (loss_new < loss)
+            predicted = -(g @ step + 0.5 * step @ A @ step)
+            rho = (loss - loss_new) / jnp.where(predicted > 0, predicted, 1e-300)
+            first = t["k"] == 0
+            return dict(lam=jnp.where(ok, lam * jnp.maximum(1.0 / 9.0, 1.0 - (2.0 * rho - 1.0) ** 3),
+                                      jnp.where(first, lam, lam * t["nu"])),
+                        nu=jnp.where(ok, 2.0, jnp.where(first, t["nu"], 2.0 * t["nu"])), ok=ok, k=t["k"] + 1, z=z_new, r=r_new, loss=loss_new,
+                        step=step)
+
+        t0 = dict(lam=s["lam"], nu=s["nu"], ok=jnp.asarray(False), k=jnp.asarray(0), z=z, r=r, loss=loss,
+                  step=jnp.zeros_like(z))
+        t = jax.lax.while_loop(lambda t: ~t["ok"] & (t["k"] < max_trials), trial, t0)
+        ok = t["ok"]
+        J_new = jax.lax.cond(ok, lambda x: value_and_jac(x)[1], lambda x: J, t["z"])
+        ok = ok & jnp.all(jnp.isfinite(J_new))
         it = s["it"] + 1
-        out = dict(z=jnp.where(ok, z_new, z), r=jnp.where(ok, r_new, r), J=jnp.where(ok, J_new, J),
-                   loss=jnp.where(ok, loss_new, loss), lam=jnp.where(ok, lam_ok, lam * nu),
-                   nu=jnp.where(ok, 2.0, 2.0 * nu), it=it, nj=s["nj"] + 1)
-        small_step = jnp.linalg.norm(step) <= xtol * (jnp.linalg.norm(z) + xtol)
-        small_change = ok & (loss - loss_new <= ftol * jnp.maximum(loss, 1e-300))
-        g_new = jnp.where(ok, out["J"].T @ out["r"], g)
+        out = dict(z=jnp.where(ok, t["z"], z), r=jnp.where(ok, t["r"], r), J=jnp.where(ok, J_new, J),
+                   loss=jnp.where(ok, t["loss"], loss), lam=t["lam"], nu=t["nu"], it=it, nr=s["nr"] + t["k"],
+                   nj=s["nj"] + ok.astype(s["nj"].dtype))
+        small_step = jnp.linalg.norm(t["step"]) <= xtol * (jnp.linalg.norm(z) + xtol)
+        small_change = ok & (loss - t["loss"] <= ftol * jnp.maximum(loss, 1e-300))
+        g_new = out["J"].T @ out["r"]
         grad_small = jnp.max(jnp.abs(g_new)) <= gtol * jnp.maximum(1.0, out["loss"])
-        status = jnp.where(grad_small, GTOL, jnp.where(ok & small_step, XTOL, jnp.where(small_change, FTOL, RUNNING)))
+        status = jnp.where(grad_small, GTOL, jnp.where(small_step | ~ok, XTOL, jnp.where(small_change, FTOL, RUNNING)))
         status = jnp.where((status == RUNNING) & (it >= max_iter), MAXITER, status)
-        status = jnp.where((status == RUNNING) & (out["lam"] > 1e16), XTOL, status)  # no descent left at this scale
         out["status"] = status
         out["hist"] = s["hist"].at[it].set(out["loss"])
         if progress is not None:
             jax.debug.callback(progress, it, out["loss"], out["lam"], ok)
         return out
 
-    s = jax.lax.while_loop(cond, body, state)
-    return dict(z=s["z"], loss=s["loss"], status=s["status"], iterations=s["it"], n_residual=s["nj"],
+    s = jax.lax.while_loop(lambda s: s["status"] == RUNNING, body, state)
+    return dict(z=s["z"], loss=s["loss"], status=s["status"], iterations=s["it"], n_residual=s["nr"],
                 n_jacobian=s["nj"], history=s["hist"], J=s["J"], r=s["r"])
 
 
