@@ -5,6 +5,7 @@ Levenberg-Marquardt and optax optimisers (multi-start with vmap), uncertainty.
     result = fitting.fit(built, obs, ["VEGF.secretion", "VEGF.uptake.border"])
 """
 
+from . import report
 from .data import DataError, Observations, from_rows, read_csv
 from .fit import FitResult, Problem, fit, profile_likelihood
 from .model import Predictor

@@ -38,6 +38,7 @@ class FitResult:
     intervals: np.ndarray         # (P, 2) 95 % (Laplace, in the log/logit coordinates)
     sd_z: np.ndarray              # standard deviation of log (logit) values
     correlation: np.ndarray
+    cov_z: np.ndarray             # covariance of the log (logit) values
     loss: float
     chi2: float
     n_data: int
@@ -57,6 +58,8 @@ class FitResult:
     method: str
     loss_kind: str
     profiles: dict = dataclasses.field(default_factory=dict)
+    z: np.ndarray | None = None
+    problem: object = None
 
     def value(self, name):
         return float(self.values[self.names.index(name)])
@@ -233,7 +236,7 @@ def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "abso
     params = prob.params_at(jnp.asarray(z, dtype))
     pred = np.asarray(prob.predictor(params), float)
     result = FitResult(names=[p.name for p in free], units=[p.unit for p in free], values=values,
-                       initial=prob.theta0, intervals=ci, sd_z=sd_z, correlation=corr, loss=float(losses[best]),
+                       initial=prob.theta0, intervals=ci, sd_z=sd_z, correlation=corr, cov_z=cov, loss=float(losses[best]),
                        chi2=chi2, n_data=n, loss_history=hist, iterations=iterations,
                        n_solves=int(np.asarray(out["n_residual"][best] + out["n_jacobian"][best]) if "n_residual" in out
                                     else 2 * (iterations + 1)),  # optax: a value and a reverse-mode gradient each
@@ -241,6 +244,7 @@ def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "abso
                        status=STATUS[status_code], converged=status_code in (1, 2, 3), warnings=warns, wall_s=wall,
                        compile_s=compile_s, starts=[(float(a), STATUS[int(b)]) for a, b in zip(losses, out["status"])],
                        params=params, predictions=pred, observations=obs, method=method, loss_kind=loss)
+    result.z, result.problem = z, prob
     for name in ([profile] if isinstance(profile, str) else list(profile)):
         result.profiles[name] = profile_likelihood(prob, z, sd_z, name, points=profile_points, max_iter=max_iter)
     return result

@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                      help="progress bar on stderr (auto: on a terminal)")
     run.add_argument("--print-default", action="store_true", help="print the default scenario file and exit")
+    from . import fitcmd
+
+    fitcmd.add_parser(sub)
     mesh = sub.add_parser("mesh", help="generate (or read) a geometry, summarise it and write it with a picture",
                           description="A truncated-ellipsoid LV with an infarct (default), a mesh file (--input) "
                                       "or an EMIDEC label image (--labels); writes mesh.vtu or grid.npz, "
@@ -65,6 +68,14 @@ def main(argv=None) -> int:
         return 0
     if args.command == "run":
         return _run(args)
+    if args.command == "fit":
+        from . import fitcmd
+
+        try:
+            return fitcmd.run(args, _set_platform)
+        except ValueError as err:  # ScenarioError, DataError and bad arguments
+            print(f"paracrine fit: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

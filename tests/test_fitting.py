@@ -282,3 +282,34 @@ def test_bad_fit_arguments(cells_case):
         fitting.fit(b, obs, ["cells.washout"], loss="huber")
     with pytest.raises(ValueError, match=r"prior for 'cells.fast_fraction', which is not free"):
         fitting.fit(b, obs, ["cells.washout"], priors={"cells.fast_fraction": (0.5, 1.0)})
+
+
+def test_paracrine_fit_writes_a_loadable_fitted_scenario(pde_case, tmp_path, capsys):
+    from paracrine.cli import main
+
+    s, b, obs, truth = pde_case
+    (tmp_path / "pde.toml").write_text(PDE)
+    lines = ["# synthetic: the scenario's own prediction with 5 % SD", ",".join(HEADER)]
+    for t, w, v in zip(obs.time / 3600, obs.where, truth):
+        lines.append(f"{t:g},content,VEGF,{w},{v!r},{0.05 * v!r}")
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    code = main(["fit", str(tmp_path / "pde.toml"), str(tmp_path / "data.csv"), "--free", "VEGF.secretion",
+                 "VEGF.uptake.border", "--initial", "VEGF.secretion=1e-8 pg/cell/s", "VEGF.uptake.border=0.2 1/min",
+                 "--out", str(tmp_path / "fit")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "iteration   1" in out and "converged" in out
+    for name in ("fitted.toml", "fit.json", "fit.png", "convergence.png"):
+        assert (tmp_path / "fit" / name).is_file()
+    fitted = sc.load(tmp_path / "fit" / "fitted.toml")
+    assert fitted.data["cells"]["secretion"]["VEGF"] == pytest.approx(2.5e-8, rel=1e-3)
+    assert fitted.data["factors"]["VEGF"]["uptake"]["border"] == pytest.approx(1e-3, rel=1e-3)
+    import json
+
+    rec = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert rec["parameters"]["VEGF.secretion"]["unit"] == "pg/cell/s" and len(rec["data"]) == 6
+    # errors are named, nothing is written
+    code = main(["fit", str(tmp_path / "pde.toml"), str(tmp_path / "data.csv"), "--free", "VEGF.secretoin",
+                 "--out", str(tmp_path / "bad")])
+    assert code == 2 and "did you mean 'VEGF.secretion'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,113 @@
+"""`paracrine fit SCENARIO DATA --free NAME ...`: calibrate named rates to data, write the fitted
+scenario (TOML), fit.json and figures into a new folder."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+
+def _quantity(text: str, unit: str, what: str) -> float:
+    from .units import ScenarioError, registry
+
+    ureg = registry()
+    try:
+        q = ureg.Quantity(text.strip())
+        return float(q.to(unit).magnitude) if not q.dimensionless or unit == "1" else float(q.magnitude)
+    except Exception as err:  # pint's parse and dimensionality errors
+        raise ScenarioError(f"{what} = {text!r}: {err}; allowed: a value in {unit}-compatible units") from None
+
+
+def _pairs(items, what: str, units: dict, n: int) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{what} {item!r}; allowed: NAME=VALUE" + (",VALUE" if n == 2 else ""))
+        name, rest = item.split("=", 1)
+        name = name.strip()
+        if name not in units:
+            raise ValueError(f"{what} {item!r}: {name!r} is not among the free parameters {list(units)}")
+        parts = rest.split(",")
+        if n is not None and len(parts) != n:
+            raise ValueError(f"{what} {item!r}; allowed: NAME=" + ",".join(["VALUE"] * n))
+        vals = [_quantity(p, units[name], f"{what} {name}") for p in parts]
+        out[name] = vals[0] if n == 1 else tuple(vals)
+    return out
+
+
+def add_parser(sub) -> None:
+    fit = sub.add_parser("fit", help="calibrate rates of a scenario to data (CSV) and write the fitted scenario",
+                         description="Fits the named free parameters of SCENARIO to DATA (long-format CSV with units) "
+                                     "by Levenberg-Marquardt through the simulation; writes fitted.toml (loadable by "
+                                     "`paracrine run`), fit.json (estimates, 95 % intervals, correlations, diagnostics) "
+                                     "and figures (data, model and band; convergence) into --out.")
+    fit.add_argument("scenario")
+    fit.add_argument("data")
+    fit.add_argument("--free", nargs="+", required=True, metavar="NAME",
+                     help="e.g. VEGF.secretion VEGF.uptake.border cells.washout cells.half_life_fast")
+    fit.add_argument("--out", help="output folder (new; default fits/<scenario>-<data>)")
+    fit.add_argument("--method", choices=["lm", "lbfgs", "adam"], default="lm")
+    fit.add_argument("--loss", choices=["absolute", "relative", "lognormal"], default="absolute")
+    fit.add_argument("--starts", type=int, default=1, help="initial guesses batched together (default 1)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--max-iter", type=int, default=50)
+    fit.add_argument("--initial", nargs="*", metavar="NAME=VALUE", help="start values, with units (e.g. 'VEGF.decay=1e-3 1/s')")
+    fit.add_argument("--bound", nargs="*", metavar="NAME=LOW,HIGH", help="bounds, with units")
+    fit.add_argument("--prior", nargs="*", metavar="NAME=MEDIAN,SIGMA",
+                     help="log-normal prior: median (with units) and sigma of the log")
+    fit.add_argument("--profile", nargs="*", metavar="NAME", help="profile likelihood for these parameters")
+    fit.add_argument("--precision", choices=["single", "double"], default="double")
+    fit.add_argument("--device", choices=["cpu", "gpu"])
+    fit.add_argument("--no-figures", action="store_true")
+
+
+def run(args, set_platform) -> int:
+    from . import scenario as sc
+
+    set_platform(args.device, args.precision)
+    import fitting
+
+    from .build import build
+
+    scen = sc.load(args.scenario)
+    built = build(scen)
+    obs = fitting.read_csv(args.data, scen)
+    free = fitting.resolve(built, args.free)
+    units = {p.name: p.unit for p in free}
+    priors = {}
+    for item in args.prior or []:  # the median has units, sigma is a plain number (log units)
+        name, _, rest = item.partition("=")
+        name = name.strip()
+        if name not in units or rest.count(",") != 1:
+            raise ValueError(f"--prior {item!r}; allowed: NAME=MEDIAN,SIGMA for a free parameter {list(units)}")
+        med, sig = rest.split(",")
+        priors[name] = (_quantity(med, units[name], f"--prior {name}"), float(sig))
+    out = Path(args.out) if args.out else Path("fits") / f"{Path(args.scenario).stem}-{Path(args.data).stem}"
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty; choose another --out")
+
+    def progress(it, loss, lam, ok):
+        print(f"  iteration {int(it):3d}  loss {float(loss):.6g}  damping {float(lam):.2g}"
+              f"{'' if bool(ok) else '  (no decrease: stopping)'}", flush=True)
+
+    print(f"paracrine fit: {len(obs)} observations from {obs.source}; free: {', '.join(args.free)}")
+    res = fitting.fit(built, obs, args.free, method=args.method, loss=args.loss, starts=args.starts, seed=args.seed,
+                      max_iter=args.max_iter, initial=_pairs(args.initial, "--initial", units, 1),
+                      bounds=_pairs(args.bound, "--bound", units, 2), priors=priors, profile=args.profile or (),
+                      progress=progress)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    fitting.report.write(res, scen, tmp, figures=not args.no_figures)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    print(f"{res.status}: {res.iterations} iterations, {res.n_solves} model passes, {res.wall_s:.1f} s "
+          f"(+{res.compile_s:.1f} s compile); loss {res.loss:.6g}, chi2 {res.chi2:.3g} for {res.n_data} data")
+    for n, v, (lo, hi), u in zip(res.names, res.values, res.intervals, res.units):
+        print(f"  {n:28s} {v:.4g} {u}   95 % [{lo:.4g}, {hi:.4g}]")
+    for w in res.warnings:
+        print(f"  warning: {w}")
+    print(f"  -> {out}/fitted.toml, fit.json" + ("" if args.no_figures else ", fit.png, convergence.png"))
+    return 0 if res.converged else 3
