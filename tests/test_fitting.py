@@ -291,13 +291,14 @@ def test_paracrine_fit_writes_a_loadable_fitted_scenario(pde_case, tmp_path, cap
     (tmp_path / "pde.toml").write_text(PDE)
     lines = ["# synthetic: the scenario's own prediction with 5 % SD", ",".join(HEADER)]
     for t, w, v in zip(obs.time / 3600, obs.where, truth):
-        lines.append(f"{t:g},content,VEGF,{w},{v!r},{0.05 * v!r}")
+        lines.append(f"{t:g},content,VEGF,{w},{float(v)!r},{0.05 * float(v)!r}")
     (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
     code = main(["fit", str(tmp_path / "pde.toml"), str(tmp_path / "data.csv"), "--free", "VEGF.secretion",
                  "VEGF.uptake.border", "--initial", "VEGF.secretion=1e-8 pg/cell/s", "VEGF.uptake.border=0.2 1/min",
                  "--out", str(tmp_path / "fit")])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    cap = capsys.readouterr()
+    out = cap.out
+    assert code == 0, cap.err
     assert "iteration   1" in out and "converged" in out
     for name in ("fitted.toml", "fit.json", "fit.png", "convergence.png"):
         assert (tmp_path / "fit" / name).is_file()
