@@ -225,7 +225,9 @@ def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "abso
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = cov / np.outer(sd_z, sd_z)
     values = np.array([float(p.from_z(v)) for p, v in zip(free, z)])
-    ci = np.array([[float(p.from_z(v - Z95 * s)), float(p.from_z(v + Z95 * s))] for p, v, s in zip(free, z, sd_z)])
+    # 95 % in the log (logit) coordinates, within the bounds (an unbounded direction spans them)
+    ci = np.array([[float(p.from_z(max(v - Z95 * s, a))), float(p.from_z(min(v + Z95 * s, b)))]
+                   for p, v, s, a, b in zip(free, z, sd_z, prob.lo, prob.hi)])
     at_bound = [p.name for p, v, a, b in zip(free, z, prob.lo, prob.hi) if v <= a + 1e-9 or v >= b - 1e-9]
     if at_bound:
         warns.append(f"at a bound: {at_bound} (the interval there is not meaningful; widen the bounds)")

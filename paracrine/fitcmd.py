@@ -106,7 +106,8 @@ def run(args, set_platform) -> int:
     print(f"{res.status}: {res.iterations} iterations, {res.n_solves} model passes, {res.wall_s:.1f} s "
           f"(+{res.compile_s:.1f} s compile); loss {res.loss:.6g}, chi2 {res.chi2:.3g} for {res.n_data} data")
     for n, v, (lo, hi), u in zip(res.names, res.values, res.intervals, res.units):
-        print(f"  {n:28s} {v:.4g} {u}   95 % [{lo:.4g}, {hi:.4g}]")
+        extra = f"  ({v / 3600:.3g} h, 95 % [{lo / 3600:.3g}, {hi / 3600:.3g}] h)" if u == "s" else ""
+        print(f"  {n:28s} {v:.4g} {u}   95 % [{lo:.4g}, {hi:.4g}]{extra}")
     for w in res.warnings:
         print(f"  warning: {w}")
     print(f"  -> {out}/fitted.toml, fit.json" + ("" if args.no_figures else ", fit.png, convergence.png"))
