@@ -5,11 +5,12 @@ Levenberg-Marquardt and optax optimisers (multi-start with vmap), uncertainty.
     result = fitting.fit(built, obs, ["VEGF.secretion", "VEGF.uptake.border"])
 """
 
-from . import report
+from . import report, sweep as ensembles
 from .data import DataError, Observations, from_rows, read_csv
 from .fit import FitResult, Problem, fit, profile_likelihood
 from .model import Predictor
 from .parameters import FreeParameter, available, resolve
+from .sweep import sweep
 
 __all__ = ["DataError", "FitResult", "FreeParameter", "Observations", "Predictor", "Problem", "available", "fit",
-           "from_rows", "profile_likelihood", "read_csv", "resolve"]
+           "from_rows", "profile_likelihood", "read_csv", "resolve", "sweep"]

@@ -1,6 +1,7 @@
 """Free parameters by name, as in the scenario: `VEGF.secretion`, `VEGF.uptake.border`, `VEGF.decay`,
 `VEGF.half_life`, `VEGF.D`, `VEGF.clearance.core`, `cells.washout`, `cells.retention`,
-`cells.fast_fraction`, `cells.half_life_fast`, `cells.half_life_slow`, `medium.retention`.
+`cells.fast_fraction`, `cells.half_life_fast`, `cells.half_life_slow`, `cells.dose` (cells per
+injection, every injection), `medium.retention`.
 
 Each name reads and writes its leaves of `solver.Params` (traced) and maps to an unconstrained
 coordinate z: log for positive quantities, logit for fractions. A name without a region
@@ -91,6 +92,15 @@ def available(built) -> dict[str, FreeParameter]:
         add(FreeParameter("cells.washout", "fraction", "1", lambda p: 1.0 - p.sources[k0].retention[0],
                           lambda p, v: each_cell(p, "retention", lambda a: jnp.full_like(a, 1.0 - v)),
                           lambda raw, v: [inj.__setitem__("retention", float(1.0 - v)) for inj in raw["injection"]]))
+        shares = dict(zip(cells, built.cell_dose_share))
+
+        def set_dose(p, v):
+            for k in cells:
+                p = _set_leaf(p, lambda q, k=k: q.sources[k].dose, lambda a, k=k: jnp.full_like(a, v * shares[k]))
+            return p
+
+        add(FreeParameter("cells.dose", "positive", "cell", lambda p: p.sources[k0].dose[0] / shares[k0], set_dose,
+                          lambda raw, v: [inj.__setitem__("dose", f"{v:.9g} cells") for inj in raw["injection"]]))
         add(FreeParameter("cells.fast_fraction", "fraction", "1", lambda p: p.sources[k0].fast_fraction,
                           lambda p, v: each_cell(p, "fast_fraction", lambda a: jnp.full_like(a, v)),
                           lambda raw, v: raw["cells"].__setitem__("fast_fraction", float(v))))

@@ -31,6 +31,7 @@ class Built:
     sites: list                # per delivery: (P, 3) point sites or None
     cell_sources: list         # (profile index, sites multiplying the profile's cells)
     media_retention: list = dataclasses.field(default_factory=list)  # per Bolus profile, in order
+    cell_dose_share: list = dataclasses.field(default_factory=list)  # per cell profile: dose per site / dose
 
     def cells(self, t) -> np.ndarray:
         """Retained living cells at times t (all injections)."""
@@ -185,7 +186,7 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
     cells = d["cells"]
     hyp = np.array([cells["hypoxia"][r] for r in regions]) if cells else np.ones(len(regions))
     share = _region_share(disc)
-    sources, profiles, cell_sources, media_retention = [], [], [], []
+    sources, profiles, cell_sources, media_retention, cell_dose_share = [], [], [], [], []
     deliveries = [("injection", x) for x in d["injections"]] + [("medium", x) for x in d["media"]]
     for i, ((what, x), pts) in enumerate(zip(deliveries, sites)):
         name = f"{what}{sum(1 for w, _ in deliveries[:i] if w == what) + 1}"
@@ -217,6 +218,7 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
             if what == "injection":
                 J = len(x["times"])
                 cell_sources.append((len(profiles), n))
+                cell_dose_share.append(share_of_dose)
                 profiles.append(solver.CellSecretion(
                     dose=np.full(J, x["dose"] * share_of_dose), time=np.asarray(x["times"]),
                     retention=np.full(J, x["retention"]),
@@ -247,7 +249,7 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
     if dtype is not None:
         params = _cast(params, dtype)
     model.check(params)
-    return Built(scenario, geom, disc, model, params, sites, cell_sources, media_retention)
+    return Built(scenario, geom, disc, model, params, sites, cell_sources, media_retention, cell_dose_share)
 
 
 def _cast(tree, dtype):

@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import fitcmd
 
     fitcmd.add_parser(sub)
+    fitcmd.add_sweep_parser(sub)
     mesh = sub.add_parser("mesh", help="generate (or read) a geometry, summarise it and write it with a picture",
                           description="A truncated-ellipsoid LV with an infarct (default), a mesh file (--input) "
                                       "or an EMIDEC label image (--labels); writes mesh.vtu or grid.npz, "
@@ -68,13 +69,13 @@ def main(argv=None) -> int:
         return 0
     if args.command == "run":
         return _run(args)
-    if args.command == "fit":
+    if args.command in ("fit", "sweep"):
         from . import fitcmd
 
         try:
-            return fitcmd.run(args, _set_platform)
+            return (fitcmd.run if args.command == "fit" else fitcmd.run_sweep)(args, _set_platform)
         except ValueError as err:  # ScenarioError, DataError and bad arguments
-            print(f"paracrine fit: {err}", file=sys.stderr)
+            print(f"paracrine {args.command}: {err}", file=sys.stderr)
             return 2
     return 0
 

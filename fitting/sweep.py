@@ -1,0 +1,122 @@
+"""Ensembles: one scenario run for many parameter values at once (dose-response, schedules, virtual
+cohorts), batched with `vmap` and spread over all local devices with `jax.sharding`.
+
+    table = fitting.sweep(built, {"cells.dose": [1e5, 1e6, 1e7], "VEGF.uptake.border": [1e-4, 1e-3]})
+
+Members are the Cartesian product of the values (or `zip=True`: the i-th value of each). The member
+axis is sharded over a 1-D device mesh (padded to a multiple of the device count); each member
+saves region means at the scenario's output interval, reduced on the host to exposure metrics.
+Several hosts: call `jax.distributed.initialize()` first (see the README); the mesh then spans
+every process's devices.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import solver
+
+from .parameters import resolve
+
+PG_PER_ML = 1e3
+
+
+def members(vary: dict, *, zip_values: bool = False) -> np.ndarray:
+    names = list(vary)
+    vals = [np.atleast_1d(np.asarray(vary[n], float)) for n in names]
+    for n, v in zip(names, vals):
+        if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)):
+            raise ValueError(f"sweep values of {n}: {v.tolist()}; allowed: a non-empty list of finite numbers")
+    if zip_values:
+        if len({len(v) for v in vals}) != 1:
+            raise ValueError(f"zip needs equally many values per name, got {[len(v) for v in vals]}")
+        return np.stack(vals, axis=1)
+    return np.array(list(itertools.product(*vals)), float).reshape(-1, len(names))
+
+
+def sweep(built, vary: dict, *, zip_values: bool = False, shard: bool = True, dt=None) -> dict:
+    """Run every member; returns {"names", "values" (M, V), "ts", "means" (M, T, S, R) pg/mm^3,
+    "metrics": list of dicts per member, "devices"}."""
+    free = resolve(built, list(vary))
+    grid = members(vary, zip_values=zip_values)
+    for p, col in zip(free, grid.T):
+        bad = col[(col <= 0) if p.kind == "positive" else ((col < 0) | (col > 1))]
+        if bad.size:
+            raise ValueError(f"sweep value {float(bad[0])!r} for {p.name}; allowed: "
+                             f"{'> 0' if p.kind == 'positive' else 'a fraction in [0, 1]'} ({p.unit})")
+    model, params0 = built.model, built.params
+    d = built.scenario.data
+    from paracrine.scenario import save_times
+
+    ts = save_times(built.scenario)
+    dt = float(dt or d["time"]["dt"])
+    hi = params0
+    for p, col in zip(free, grid.T):  # plan the explicit stepper for the largest D in the sweep
+        if p.name.split(".")[1:2] == ["D"]:
+            hi = p.set(hi, jnp.asarray(col.max(), params0.D.dtype))
+    stepper = solver.plan(model, hi, dt=dt, method=d["time"]["method"])
+    observe = solver.observe.region_means(model)
+
+    def one(v):
+        params = params0
+        for k, p in enumerate(free):
+            params = p.set(params, v[k].astype(params0.D.dtype))
+        sol = solver.simulate(model, params, t_end=float(ts[-1]), dt=dt, save_at=ts, method=stepper, observe=observe,
+                              budget=True)
+        return sol.ys, sol.budget["secreted"], sol.status
+
+    M = len(grid)
+    devices = jax.devices()
+    n_dev = len(devices) if shard else 1
+    pad = (-M) % n_dev
+    x = jnp.asarray(np.concatenate([grid, np.repeat(grid[-1:], pad, axis=0)]), params0.D.dtype)
+    if n_dev > 1:
+        from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+        mesh = jax.make_mesh((n_dev,), ("members",), axis_types=(AxisType.Auto,))
+        x = jax.device_put(x, NamedSharding(mesh, PartitionSpec("members", None)))
+    means, secreted, status = jax.jit(jax.vmap(one))(x)
+    spread = len(means.sharding.device_set)
+    means, secreted, status = (np.asarray(a)[:M] for a in (means, secreted, status))
+    return {"names": [p.name for p in free], "units": [p.unit for p in free], "values": grid, "ts": ts,
+            "means": means, "secreted": secreted, "status": status, "devices": spread,
+            "metrics": [member_metrics(built, ts, means[m], secreted[m]) for m in range(M)]}
+
+
+def member_metrics(built, ts, means, secreted) -> dict:
+    """Per factor: border-zone (or tissue) AUC, peak mean and its time, hours above threshold; secreted."""
+    d = built.scenario.data
+    model = built.model
+    r = model.regions.index("border") if "border" in model.regions else 0
+    t = np.concatenate([[0.0], ts])
+    out = {}
+    for s, f in enumerate(model.factors):
+        y = np.concatenate([[0.0], means[:, s, r]]) * PG_PER_ML
+        k = int(np.argmax(y))
+        row = {f"{f}.auc_pg_per_mL_h": float(np.trapezoid(y, t) / 3600.0), f"{f}.peak_pg_per_mL": float(y[k]),
+               f"{f}.peak_time_h": float(t[k] / 3600.0), f"{f}.secreted_pg": float(secreted[s])}
+        thr = d["factors"][f]["threshold"]
+        if thr is not None:
+            row[f"{f}.hours_above_threshold"] = float((np.diff(t) * (y[1:] > thr * PG_PER_ML)).sum() / 3600.0)
+        out.update(row)
+    return out
+
+
+def write_table(path, result: dict) -> None:
+    import csv
+    import os
+
+    tmp = path.with_name("." + path.name + ".tmp")
+    keys = list(result["metrics"][0])
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([f"{n} [{u}]" for n, u in zip(result["names"], result["units"])] + ["status"] + keys)
+        for v, st, m in zip(result["values"], result["status"], result["metrics"]):
+            w.writerow([f"{x:.6g}" for x in v] + [solver.STATUS_MESSAGES[int(st)]] + [f"{m[k]:.6g}" for k in keys])
+    os.replace(tmp, path)
+
+
