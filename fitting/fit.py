@@ -23,6 +23,7 @@ from .data import Observations
 from .model import Predictor
 from .optimize import MAXITER, STATUS, levenberg_marquardt, optax_minimize
 from .parameters import FreeParameter, resolve
+from .sweep import shard_rows
 
 LOSSES = ("absolute", "relative", "lognormal")
 METHODS = ("lm", "lbfgs", "adam")
@@ -179,7 +180,7 @@ def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "abso
     """Fit the free parameters (names, see fitting.parameters) of `built` (paracrine.build.Built) to obs.
 
     starts: number of initial guesses (the scenario's values, then log-uniform within a factor
-    of 10 around them), solved together with vmap. profile: names to profile (likelihood over a
+    of 10 around them), solved together with vmap and spread over all local devices. profile: names to profile (likelihood over a
     grid, the others re-optimised). progress: f(iteration, loss, damping, accepted) per LM iteration.
     """
     if method not in METHODS:
@@ -202,12 +203,15 @@ def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "abso
                                               progress=progress if starts == 1 else None)
     else:
         solve = lambda z: optax_minimize(prob.loss, z, lo, hi, name=method, max_iter=max_iter)  # noqa: E731
-    batched = jax.jit(jax.vmap(solve))
+    # one start runs unbatched: under vmap, lax.cond evaluates both branches (the Jacobian every iteration)
+    batched = jax.jit(jax.vmap(solve)) if starts > 1 else jax.jit(lambda z: jax.tree.map(lambda a: a[None], solve(z[0])))
+    zs = shard_rows(z0, dtype, shard=starts > 1)  # starts spread over the local devices
     t0 = time.perf_counter()
-    compiled = batched.lower(jnp.asarray(z0, dtype)).compile()
+    compiled = batched.lower(zs).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = jax.block_until_ready(compiled(jnp.asarray(z0, dtype)))
+    out = jax.block_until_ready(compiled(zs))
+    out = jax.tree.map(lambda a: a[:starts], out)
     wall = time.perf_counter() - t0
     losses = np.asarray(out["loss"], float)
     best = int(np.nanargmin(np.where(np.isfinite(losses), losses, np.inf)))

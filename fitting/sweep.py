@@ -25,6 +25,20 @@ from .parameters import resolve
 PG_PER_ML = 1e3
 
 
+def shard_rows(rows: np.ndarray, dtype, *, shard: bool = True):
+    """rows (M, ...) as a device array split along M over all devices (a 1-D mesh with an Auto axis),
+    padded with copies of the last row to a multiple of the device count; the caller drops the pad."""
+    n_dev = jax.device_count() if shard else 1
+    pad = (-len(rows)) % n_dev
+    x = jnp.asarray(np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)]), dtype)
+    if n_dev > 1:
+        from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+        mesh = jax.make_mesh((n_dev,), ("members",), axis_types=(AxisType.Auto,))
+        x = jax.device_put(x, NamedSharding(mesh, PartitionSpec("members", *([None] * (x.ndim - 1)))))
+    return x
+
+
 def members(vary: dict, *, zip_values: bool = False) -> np.ndarray:
     names = list(vary)
     vals = [np.atleast_1d(np.asarray(vary[n], float)) for n in names]
@@ -70,15 +84,7 @@ def sweep(built, vary: dict, *, zip_values: bool = False, shard: bool = True, dt
         return sol.ys, sol.budget["secreted"], sol.status
 
     M = len(grid)
-    devices = jax.devices()
-    n_dev = len(devices) if shard else 1
-    pad = (-M) % n_dev
-    x = jnp.asarray(np.concatenate([grid, np.repeat(grid[-1:], pad, axis=0)]), params0.D.dtype)
-    if n_dev > 1:
-        from jax.sharding import AxisType, NamedSharding, PartitionSpec
-
-        mesh = jax.make_mesh((n_dev,), ("members",), axis_types=(AxisType.Auto,))
-        x = jax.device_put(x, NamedSharding(mesh, PartitionSpec("members", None)))
+    x = shard_rows(grid, params0.D.dtype, shard=shard)
     means, secreted, status = jax.jit(jax.vmap(one))(x)
     spread = len(means.sharding.device_set)
     means, secreted, status = (np.asarray(a)[:M] for a in (means, secreted, status))

@@ -46,3 +46,12 @@ def test_run_default_benchmark_quick_writes_a_record(tmp_path):
     run = rec["runs"][0]
     assert run["status"] == "success" and 0 < run["simulate_s"] < run["wall_s"]
     assert all(c < 1e-5 for c in run["budget_closure"].values())  # float32
+
+
+def test_fit_benchmark_quick_writes_a_record(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fit.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(next(tmp_path.glob("fit-*.json")).read_text())
+    assert rec["quick"] and rec["ours"]["max_rel_error"] < 1e-6 and rec["scipy_trf_fd"]["max_rel_error"] < 1e-6
+    assert rec["forward_s"] > 0 and rec["gradient_ratio"] > 1 and rec["ours"]["passes"] > 0

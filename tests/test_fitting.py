@@ -153,6 +153,19 @@ def test_lm_needs_fewer_solves_than_finite_difference_least_squares(pde_case):
         assert res.n_solves < len(calls), (method, res.n_solves, len(calls))
 
 
+def test_broyden_updates_reach_the_same_optimum(pde_case):
+    from fitting.optimize import levenberg_marquardt
+
+    s, b, obs, _ = pde_case
+    prob = fitting.Problem(b, obs, fitting.resolve(b, ["VEGF.secretion", "VEGF.uptake.border"]),
+                           initial={"VEGF.secretion": 1e-8, "VEGF.uptake.border": 3e-3})
+    args = (jnp.asarray(prob.z0), jnp.asarray(prob.lo), jnp.asarray(prob.hi))
+    exact = jax.jit(lambda z, lo, hi: levenberg_marquardt(prob.residual, z, lo, hi))(*args)
+    broyden = jax.jit(lambda z, lo, hi: levenberg_marquardt(prob.residual, z, lo, hi, refresh=4))(*args)
+    np.testing.assert_allclose(np.exp(broyden["z"]), np.exp(exact["z"]), rtol=1e-6)
+    assert int(broyden["n_jacobian"]) < int(exact["n_jacobian"])
+
+
 def test_multistart_vmap_equals_separate_fits(cells_case):
     s, b = cells_case
     t = np.array([1, 24, 168, 672.0])
