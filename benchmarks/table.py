@@ -2,6 +2,7 @@
 
     python benchmarks/table.py benchmarks/results/forward-*.json
     python benchmarks/table.py benchmarks/results/run_default-*.json
+    python benchmarks/table.py benchmarks/results/fit-*.json
 """
 
 from __future__ import annotations
@@ -48,13 +49,30 @@ def run_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def fit_table(records: list[dict]) -> str:
+    lines = ["| problem | threads | forward solve (ms) | ours: s / forward solves / passes / max error | "
+             "scipy FD (trf): s / forward solves / passes / max error | (value + grad) / value |",
+             "|---|---|---|---|---|---|"]
+    for rec in records:
+        p, o, r = rec["problem"], rec["ours"], rec["scipy_trf_fd"]
+        lines.append(f"| {p['nodes']} nodes, {p['days']} d, {p['data']} data, 3 free{' (quick)' if rec['quick'] else ''} | "
+                     f"{rec['environment']['cpu_threads']} | {1e3 * rec['forward_s']:.1f} | {o['wall_s']:.2f} / "
+                     f"{o['forward_equivalents']:.1f} / {o['passes']} / {o['max_rel_error']:.1e} | {r['wall_s']:.2f} / "
+                     f"{r['forward_equivalents']:.1f} / {r['passes']} / {r['max_rel_error']:.1e} | "
+                     f"{rec['gradient_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     recs = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
     env = recs[0]["environment"] if recs else {}
     print(f"<!-- {env.get('platform')} {env.get('device')}, jax {env.get('jax')}, {recs[0]['precision'] if recs else ''} -->")
     runs = [r for r in recs if r.get("benchmark") == "run_default"]
-    fwd = [r for r in recs if r.get("benchmark") != "run_default"]
+    fits = [r for r in recs if r.get("benchmark") == "fit"]
+    fwd = [r for r in recs if r.get("benchmark") not in ("run_default", "fit")]
     if fwd:
         print(forward_table(fwd))
     if runs:
         print(run_table(runs))
+    if fits:
+        print(fit_table(fits))

@@ -265,10 +265,10 @@ def _covariance(J: np.ndarray, names: list) -> tuple[np.ndarray, list]:
     weak = w <= 1e-10 * top
     for k in np.flatnonzero((w < 1.0 / math.log(10) ** 2) | weak):
         # the combination sum V_ik log(theta_i) is known no better than a factor of 10 (or not at all)
-        v = V[:, k]
+        v = V[:, k] * np.sign(V[np.argmax(np.abs(V[:, k])), k])  # largest component positive
         parts = " ".join(f"{c:+.2f} x log {n}" for c, n in zip(v, names) if abs(c) > 0.1)
-        sd = "unbounded" if weak[k] else f"+-{1 / math.sqrt(w[k]):.2g} in log units"
-        warns.append(f"not identifiable from these data: the combination ({parts}) is determined only to {sd} "
+        how = "not at all" if weak[k] else f"only to +-{1 / math.sqrt(w[k]):.2g} in log units (1 SD)"
+        warns.append(f"not identifiable from these data: the combination ({parts}) is determined {how} "
                      "(near-singular Fisher matrix; fix one of them, add a prior or more data)")
     inv_w = np.where(weak, 0.0, 1.0 / np.where(weak, 1.0, w))
     cov = (V * inv_w) @ V.T
