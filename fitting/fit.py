@@ -15,6 +15,7 @@ import dataclasses
 import math
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -151,16 +152,22 @@ class Problem:
     def z0(self):
         return np.array([float(p.to_z(v)) for p, v in zip(self.free, self.theta0)])
 
-    def params_at(self, z):
-        params = self.params0
+    def context(self) -> dict:
+        """The arrays a residual needs (model, starting params, data): arguments of compiled programs."""
+        return {"model": self.built.model, "params0": self.params0, "y": jnp.asarray(self.obs.value),
+                "scale": jnp.asarray(self.scale)}
+
+    def params_at(self, z, ctx=None):
+        params = (ctx or {}).get("params0", self.params0)
         for k, p in enumerate(self.free):
             params = p.set(params, p.from_z(z[k]).astype(params.D.dtype))
         return params
 
-    def residual(self, z):
-        pred = self.predictor(self.params_at(z))
-        y = jnp.asarray(self.obs.value, pred.dtype)
-        scale = jnp.asarray(self.scale, pred.dtype)
+    def residual(self, z, ctx=None):
+        ctx = ctx or self.context()
+        pred = self.predictor(self.params_at(z, ctx), ctx["model"])
+        y = ctx["y"].astype(pred.dtype)
+        scale = ctx["scale"].astype(pred.dtype)
         if self.loss_kind == "lognormal":
             r = (jnp.log(jnp.maximum(pred, 1e-300)) - jnp.log(y)) / scale
         else:
@@ -169,8 +176,8 @@ class Problem:
             r = jnp.concatenate([r, jnp.stack([(z[k] - m) / s for k, m, s in self.prior_rows])])
         return r
 
-    def loss(self, z):
-        r = self.residual(z)
+    def loss(self, z, ctx=None):
+        r = self.residual(z, ctx)
         return 0.5 * jnp.sum(r * r)
 
 
@@ -198,19 +205,22 @@ def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "abso
     dtype = built.params.D.dtype
     lo, hi = jnp.asarray(prob.lo, dtype), jnp.asarray(prob.hi, dtype)
 
-    if method == "lm":
-        solve = lambda z: levenberg_marquardt(prob.residual, z, lo, hi, max_iter=max_iter,  # noqa: E731
-                                              progress=progress if starts == 1 else None)
-    else:
-        solve = lambda z: optax_minimize(prob.loss, z, lo, hi, name=method, max_iter=max_iter)  # noqa: E731
+    def solve(z, ctx):  # the model's arrays come in as arguments (ctx), never as baked-in constants
+        if method == "lm":
+            return levenberg_marquardt(lambda x: prob.residual(x, ctx), z, lo, hi, max_iter=max_iter,
+                                       progress=progress if starts == 1 else None)
+        return optax_minimize(lambda x: prob.loss(x, ctx), z, lo, hi, name=method, max_iter=max_iter)
+
     # one start runs unbatched: under vmap, lax.cond evaluates both branches (the Jacobian every iteration)
-    batched = jax.jit(jax.vmap(solve)) if starts > 1 else jax.jit(lambda z: jax.tree.map(lambda a: a[None], solve(z[0])))
+    batched = (eqx.filter_jit(jax.vmap(solve, in_axes=(0, None))) if starts > 1 else
+               eqx.filter_jit(lambda z, ctx: jax.tree.map(lambda a: a[None], solve(z[0], ctx))))
     zs = shard_rows(z0, dtype, shard=starts > 1)  # starts spread over the local devices
+    ctx = prob.context()
     t0 = time.perf_counter()
-    compiled = batched.lower(zs).compile()
+    compiled = batched.lower(zs, ctx).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = jax.block_until_ready(compiled(zs))
+    out = jax.block_until_ready(compiled(zs, ctx))
     out = jax.tree.map(lambda a: a[:starts], out)
     wall = time.perf_counter() - t0
     losses = np.asarray(out["loss"], float)

@@ -58,8 +58,11 @@ class Predictor:
         self.stepper = solver.plan(self.built.model, params, dt=self.dt, method=self.method)
         return self.stepper
 
-    def _observe(self, c, t, b=None):
-        space = self.built.model.space
+    def _observer(self, model):
+        return lambda c, t, b=None: self._observe(model, c, t, b)
+
+    def _observe(self, model, c, t, b=None):
+        space = model.space
         vol = space.region_volumes().astype(c.dtype)
         free = space.region_amounts(c)                      # (S, R)
         total = free if b is None else space.region_amounts(c + b)
@@ -72,13 +75,16 @@ class Predictor:
             cols.append(jnp.sum(flat[:, nodes] * w[None].astype(c.dtype), axis=-1))
         return jnp.concatenate(cols, axis=-1)                # (S, 3 (R + 1) + P)
 
-    def __call__(self, params):
+    def __call__(self, params, model=None):
+        """Predictions for params; pass `model` (built.model) as an argument of a jitted caller so that its
+        mesh arrays are inputs of the compiled program, not constants baked into it."""
+        model = self.built.model if model is None else model
         out = jnp.zeros(len(self.obs), params.D.dtype)
         if self.needs_pde:
             if self.stepper is None:
                 raise ValueError("Predictor.plan(params) first (outside jit): it fixes the stepper")
-            sol = solver.simulate(self.built.model, params, t_end=float(self.times[-1]), dt=self.dt,
-                                  save_at=self.times, method=self.stepper, observe=self._observe)
+            sol = solver.simulate(model, params, t_end=float(self.times[-1]), dt=self.dt,
+                                  save_at=self.times, method=self.stepper, observe=self._observer(model))
             ys = sol.ys                                       # (T, S, K)
             pde = ys[self.t_idx, self.fac, np.maximum(self.col, 0)]
             out = jnp.where(jnp.asarray(self.is_cells), 0.0, pde * jnp.asarray(self.scale, pde.dtype))

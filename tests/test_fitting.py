@@ -327,3 +327,17 @@ def test_paracrine_fit_writes_a_loadable_fitted_scenario(pde_case, tmp_path, cap
                  "--out", str(tmp_path / "bad")])
     assert code == 2 and "did you mean 'VEGF.secretion'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_lm_rejects_steps_to_non_finite_losses():
+    """The optimum of the smooth part lies where the model fails (NaN): LM must stay in the finite region."""
+    from fitting.optimize import levenberg_marquardt
+
+    def residual(z):
+        r = jnp.stack([z[0] - 3.0, 0.1 * (z[1] - 1.0)])
+        return jnp.where(z[0] > 1.5, jnp.nan, r)
+
+    out = jax.jit(lambda z: levenberg_marquardt(residual, z, jnp.full(2, -10.0), jnp.full(2, 10.0)))(jnp.zeros(2))
+    assert np.isfinite(float(out["loss"])) and float(out["z"][0]) <= 1.5
+    assert float(out["loss"]) < 0.5 * 9.0  # it moved towards the optimum as far as the finite region allows
+    assert np.all(np.isfinite(np.asarray(out["history"][: int(out["iterations"]) + 1])))

@@ -94,7 +94,7 @@ def test_readme_example_runs():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", text.split("## From Python", 1)[1], re.S).group(1)
     scope = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["sol"].ok
