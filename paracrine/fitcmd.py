@@ -55,7 +55,8 @@ def add_parser(sub) -> None:
     fit.add_argument("--initial", nargs="*", metavar="NAME=VALUE", help="start values, with units (e.g. 'VEGF.decay=1e-3 1/s')")
     fit.add_argument("--bound", nargs="*", metavar="NAME=LOW,HIGH", help="bounds, with units")
     fit.add_argument("--prior", nargs="*", metavar="NAME=MEDIAN,SIGMA",
-                     help="log-normal prior: median (with units) and sigma of the log")
+                     help="log-normal prior: median (with units, or 'scenario' for the scenario's value, e.g. a "
+                          "preset's) and sigma of the log")
     fit.add_argument("--profile", nargs="*", metavar="NAME", help="profile likelihood for these parameters")
     fit.add_argument("--precision", choices=["single", "double"], default="double")
     fit.add_argument("--device", choices=["cpu", "gpu"])
@@ -82,7 +83,14 @@ def run(args, set_platform) -> int:
         if name not in units or rest.count(",") != 1:
             raise ValueError(f"--prior {item!r}; allowed: NAME=MEDIAN,SIGMA for a free parameter {list(units)}")
         med, sig = rest.split(",")
-        priors[name] = (_quantity(med, units[name], f"--prior {name}"), float(sig))
+        if med.strip() == "scenario":  # the scenario's value, e.g. from a preset, as the median
+            median = float(next(p for p in free if p.name == name).get(built.params))
+        else:
+            median = _quantity(med, units[name], f"--prior {name}")
+        try:
+            priors[name] = (median, float(sig))
+        except ValueError:
+            raise ValueError(f"--prior {item!r}: sigma {sig!r} is not a number (the SD of the log)") from None
     out = Path(args.out) if args.out else Path("fits") / f"{Path(args.scenario).stem}-{Path(args.data).stem}"
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty; choose another --out")

@@ -341,3 +341,31 @@ def test_lm_rejects_steps_to_non_finite_losses():
     assert np.isfinite(float(out["loss"])) and float(out["z"][0]) <= 1.5
     assert float(out["loss"]) < 0.5 * 9.0  # it moved towards the optimum as far as the finite region allows
     assert np.all(np.isfinite(np.asarray(out["history"][: int(out["iterations"]) + 1])))
+
+
+def test_real_data_examples_reproduce_the_documented_numbers(tmp_path, capsys):
+    """examples/README.md: Yasuda 2005 (normal hearts) and Laham 1999 (intracoronary) fits."""
+    import json
+    from pathlib import Path
+
+    from paracrine.cli import main
+
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    assert main(["fit", str(ex / "fit_yasuda.toml"), str(ex / "data" / "yasuda2005_normal.csv"), "--free",
+                 "cells.washout", "cells.fast_fraction", "cells.half_life_fast", "--out", str(tmp_path / "y"),
+                 "--no-figures"]) == 0
+    p = json.loads((tmp_path / "y" / "fit.json").read_text())["parameters"]
+    assert p["cells.washout"]["value"] == pytest.approx(0.496, abs=2e-3)
+    assert p["cells.half_life_fast"]["value"] / 3600 == pytest.approx(47.1, rel=1e-2)
+    assert main(["fit", str(ex / "fit_laham.toml"), str(ex / "data" / "laham1999_ic.csv"), "--free", "medium.retention",
+                 "FGF2.decay", "--loss", "lognormal", "--out", str(tmp_path / "l"), "--no-figures"]) == 0
+    p = json.loads((tmp_path / "l" / "fit.json").read_text())["parameters"]
+    assert p["medium.retention"]["value"] == pytest.approx(0.00987, rel=1e-2)
+    assert math.log(2) / p["FGF2.decay"]["value"] / 3600 == pytest.approx(5.56, rel=1e-2)
+    # a prior centred on the scenario's (preset) value pulls the rate towards it
+    assert main(["fit", str(ex / "fit_laham.toml"), str(ex / "data" / "laham1999_ic.csv"), "--free", "medium.retention",
+                 "FGF2.decay", "--loss", "lognormal", "--prior", "FGF2.decay=scenario,0.5", "--out",
+                 str(tmp_path / "p"), "--no-figures"]) == 0
+    q = json.loads((tmp_path / "p" / "fit.json").read_text())["parameters"]
+    preset = math.log(2) / (7.6 * 3600)
+    assert abs(math.log(q["FGF2.decay"]["value"] / preset)) < abs(math.log(p["FGF2.decay"]["value"] / preset))
