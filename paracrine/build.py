@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from solver.therapy import farthest_points, spread_sites
+
 from .scenario import POINT_ROUTES, Scenario, ScenarioError
 
 #: transmural band (0 endocardium, 1 epicardium) where point sites are placed, by route
@@ -41,19 +43,6 @@ class Built:
             prof = self.params.sources[k]
             out += n * np.array([float(prof.cells(x)) for x in t])
         return out
-
-
-def farthest_points(points: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """n of the points spread by farthest-point sampling from a seeded random start."""
-    if n < 1 or n > len(points):
-        raise ValueError(f"n = {n} sites; allowed: 1 to {len(points)} candidate points")
-    rng = np.random.default_rng(seed)
-    chosen = [int(rng.integers(len(points)))]
-    dist = np.linalg.norm(points - points[chosen[0]], axis=1)
-    for _ in range(n - 1):
-        chosen.append(int(np.argmax(dist)))
-        dist = np.minimum(dist, np.linalg.norm(points - points[chosen[-1]], axis=1))
-    return points[chosen]
 
 
 def _lv_kwargs(g: dict) -> dict:
@@ -119,7 +108,7 @@ def make_geometry(scenario: Scenario):
                 sites[i] = np.asarray(s["points"], float)
             else:
                 try:
-                    sites[i] = farthest_points(_region_nodes(disc, s["region"]), s["n"], s["seed"])
+                    sites[i] = spread_sites(disc, s["n"], region=s["region"], seed=s["seed"])
                 except ValueError as err:
                     raise ScenarioError(f"{scenario.source}: {what}[{k}].sites: {err}") from None
         if sites[i] is not None:
@@ -146,12 +135,6 @@ def _region_share(disc) -> np.ndarray:
     share = np.zeros((idx.size, len(disc.regions)))
     share[idx >= 0, idx[idx >= 0]] = 1.0
     return share
-
-
-def _region_nodes(disc, region: str) -> np.ndarray:
-    share = _region_share(disc)
-    r = list(disc.regions).index(region)
-    return np.asarray(disc.coordinates)[share.argmax(axis=1) == r]
 
 
 def _perfused_density(disc, g: dict, territory, regions) -> np.ndarray:

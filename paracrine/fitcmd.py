@@ -4,7 +4,6 @@ scenario (TOML), fit.json and figures into a new folder."""
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 

@@ -127,10 +127,17 @@ def spread_sites(disc, n: int, *, region: str | None = None, seed: int = 0) -> n
     pts = x[keep]
     if n < 1 or n > len(pts):
         raise ValueError(f"n = {n} sites; allowed: 1 to {len(pts)} (the nodes of the region)")
+    return farthest_points(pts, n, seed)
+
+
+def farthest_points(points: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """n of the points spread by farthest-point sampling from a seeded random start."""
+    if n < 1 or n > len(points):
+        raise ValueError(f"n = {n} sites; allowed: 1 to {len(points)} candidate points")
     rng = np.random.default_rng(seed)
-    chosen = [int(rng.integers(len(pts)))]
-    dist = np.linalg.norm(pts - pts[chosen[0]], axis=1)
+    chosen = [int(rng.integers(len(points)))]
+    dist = np.linalg.norm(points - points[chosen[0]], axis=1)
     for _ in range(n - 1):
         chosen.append(int(np.argmax(dist)))
-        dist = np.minimum(dist, np.linalg.norm(pts - pts[chosen[-1]], axis=1))
-    return pts[chosen]
+        dist = np.minimum(dist, np.linalg.norm(points - points[chosen[-1]], axis=1))
+    return points[chosen]
