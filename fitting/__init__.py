@@ -12,5 +12,5 @@ from .model import Predictor
 from .parameters import FreeParameter, available, resolve
 from .sweep import sweep
 
-__all__ = ["DataError", "FitResult", "FreeParameter", "Observations", "Predictor", "Problem", "available", "fit",
+__all__ = ["report", "ensembles", "DataError", "FitResult", "FreeParameter", "Observations", "Predictor", "Problem", "available", "fit",
            "from_rows", "profile_likelihood", "read_csv", "resolve", "sweep"]

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from paracrine.units import ScenarioError, parse
+from paracrine.units import ScenarioError, parse, suggest
 
 QUANTITIES = {"concentration": "concentration", "amount": "amount", "content": "amount",
               "percent_dose": "number", "cells": "cells"}
@@ -62,11 +61,6 @@ class Observations:
                             [self.lines[i] for i in idx] if self.lines else [])
 
 
-def _suggest(x, allowed):
-    close = difflib.get_close_matches(str(x), list(allowed), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _header(cells: list[str], source: str) -> dict:
     out = {}
     for k, h in enumerate(cells):
@@ -75,7 +69,7 @@ def _header(cells: list[str], source: str) -> dict:
             raise DataError(f"{source}: header column {k + 1} {h!r}; allowed: a name with an optional [unit]")
         name, unit = m.group(1).lower(), (m.group(2) or "").strip() or None
         if name not in COLUMNS:
-            raise DataError(f"{source}: header column {h!r}: unknown column{_suggest(name, COLUMNS)} allowed: {list(COLUMNS)}")
+            raise DataError(f"{source}: header column {h!r}: unknown column{suggest(name, COLUMNS)} allowed: {list(COLUMNS)}")
         out[name] = (k, unit)
     for need in ("time", "quantity", "where", "value"):
         if need not in out:
@@ -134,7 +128,7 @@ def from_rows(header, rows, scenario, *, source="<data>", probes=None) -> Observ
 
         q = cell("quantity")
         if q not in QUANTITIES:
-            raise DataError(f"{where_at}, column quantity: {q!r}{_suggest(q, QUANTITIES)} allowed: {list(QUANTITIES)}")
+            raise DataError(f"{where_at}, column quantity: {q!r}{suggest(q, QUANTITIES)} allowed: {list(QUANTITIES)}")
         f = cell("factor", "") or ""
         if q == "cells":
             if f not in ("", "-"):
@@ -143,11 +137,11 @@ def from_rows(header, rows, scenario, *, source="<data>", probes=None) -> Observ
                 raise DataError(f"{where_at}: cells data, but the scenario injects no cells")
             f = None
         elif f not in factors:
-            raise DataError(f"{where_at}, column factor: {f!r}{_suggest(f, factors)} allowed: {factors}")
+            raise DataError(f"{where_at}, column factor: {f!r}{suggest(f, factors)} allowed: {factors}")
         w = cell("where")
         allowed_where = (["tissue"] if q == "cells" else regions + ["tissue"] + (list(probes) if q == "concentration" else []))
         if w not in allowed_where:
-            raise DataError(f"{where_at}, column where: {w!r}{_suggest(w, allowed_where)} allowed for {q}: {allowed_where}")
+            raise DataError(f"{where_at}, column where: {w!r}{suggest(w, allowed_where)} allowed for {q}: {allowed_where}")
         if q == "percent_dose" and f not in media_factors:
             raise DataError(f"{where_at}: percent_dose of {f}: the scenario injects no conditioned medium with {f} "
                             "(the dose it is a percentage of)")

@@ -11,13 +11,14 @@ coordinate z: log for positive quantities, logit for fractions. A name without a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from typing import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
+
+from paracrine.units import suggest
 
 LN2 = math.log(2)
 
@@ -160,9 +161,7 @@ def resolve(built, names) -> list[FreeParameter]:
     out = []
     for n in names:
         if n not in avail:
-            close = difflib.get_close_matches(n, list(avail), n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown free parameter {n!r}{hint} allowed: {sorted(avail)}")
+            raise ValueError(f"unknown free parameter {n!r}{suggest(n, avail)} allowed: {sorted(avail)}")
         out.append(avail[n])
     if len({p.name for p in out}) != len(out):
         raise ValueError(f"free parameters named twice: {list(names)}")

@@ -37,11 +37,12 @@ class Built:
 
     def cells(self, t) -> np.ndarray:
         """Retained living cells at times t (all injections)."""
+        import jax
+
         t = np.atleast_1d(np.asarray(t, float))
         out = np.zeros_like(t)
         for k, n in self.cell_sources:
-            prof = self.params.sources[k]
-            out += n * np.array([float(prof.cells(x)) for x in t])
+            out += n * np.asarray(jax.vmap(self.params.sources[k].cells)(t), float)
         return out
 
 

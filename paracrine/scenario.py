@@ -5,65 +5,29 @@
 
 Every error is a `ScenarioError` naming the file, the key (`factors.VEGF.uptake.border`)
 and what is allowed; unknown keys come with the nearest valid key. The file format is
-documented key by key in `SCHEMA` below and in examples/README.md.
+documented key by key in the *_KEYS tables here and in paracrine/delivery.py, and in the README.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
 import math
 import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from .units import ScenarioError, parse
+from .delivery import (CELL_KEYS, INJECTION_KEYS, MEDIUM_KEYS, POINT_ROUTES, ROUTES, cells_section,
+                       delivery_section)
+from .reader import Reader
+from .units import ScenarioError, suggest
 
-ROUTES = ("intramyocardial", "transendocardial", "intracoronary", "intravenous")
-POINT_ROUTES = ("intramyocardial", "transendocardial")
+__all__ = ["POINT_ROUTES", "ROUTES", "Scenario", "ScenarioError", "default", "default_text", "load", "loads",
+           "save_times"]
+
 METHODS = ("rkl2", "cn", "euler")
 LV_REGIONS = ("remote", "border", "core")
 LV_BOUNDARIES = ("endo", "epi", "base")
-
-#: Acute retention (fraction of the dose in the heart at ~1 h) by route and species, with its source.
-RETENTION = {
-    "intramyocardial": {
-        "rat": (0.136, "Bonios et al. 2011, J Nucl Cardiol 18:443 (rat, normal heart; acute I/R 0.120, chronic MI 0.099)"),
-        "pig": (0.11, "Hou et al. 2005, Circulation 112:I150 (pig)"),
-    },
-    "transendocardial": {
-        "pig": (0.11, "estimate: Hou et al. 2005 intramyocardial value (pig); no catheter-route measurement"),
-    },
-    "intracoronary": {
-        "rat": (0.154, "Bonios et al. 2011, J Nucl Cardiol 18:443 (rat)"),
-        "pig": (0.026, "Hou et al. 2005, Circulation 112:I150 (pig)"),
-    },
-    "intravenous": {
-        "rat": (0.008, "Bonios et al. 2011, J Nucl Cardiol 18:443 (rat; 20-55 % in the lungs)"),
-    },
-}
-# where a species has no measurement, the nearest one is used and marked as an estimate
-_NEAREST = {"mouse": ("rat", "pig"), "rat": ("rat", "pig"), "reference": ("pig", "rat"), "pig": ("pig", "rat"),
-            "human": ("pig", "rat")}
-
-
-def retention_preset(route: str, species: str | None) -> tuple[float, str]:
-    table = RETENTION[route]
-    for sp in _NEAREST.get(species or "rat", ("rat", "pig")):
-        if sp in table:
-            value, source = table[sp]
-            if sp != species:
-                source = f"estimate: {sp} value for {species or 'this geometry'} ({source})"
-            return value, source
-    raise AssertionError(route)  # pragma: no cover - every route has a rat or pig value
-
-
-def _suggest(key: str, allowed) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
 
 @dataclasses.dataclass
 class Scenario:
@@ -80,64 +44,6 @@ class Scenario:
     @property
     def factors(self) -> tuple:
         return tuple(self.data["factors"])
-
-
-class _Reader:
-    """Walks the TOML tables, converting values and collecting the key path for messages."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def where(self, path: str) -> str:
-        return f"{self.source}: {path}"
-
-    def error(self, path: str, msg: str) -> ScenarioError:
-        return ScenarioError(f"{self.source}: {path}{msg}")
-
-    def table(self, value, path: str, allowed: dict | tuple, *, required=()) -> dict:
-        if not isinstance(value, dict):
-            raise self.error(path, f" = {value!r}; allowed: a table with keys {sorted(allowed)}")
-        for key in value:
-            if key not in allowed:
-                raise self.error(f"{path}.{key}" if path else key,
-                                 f": unknown key{_suggest(key, allowed)} allowed: {sorted(allowed)}")
-        for key in required:
-            if key not in value:
-                raise self.error(f"{path}.{key}" if path else key, ": missing (required)")
-        return value
-
-    def quantity(self, value, path, kind, *, mw=None, low=0.0, strict=False, high=None):
-        v = parse(value, kind, self.where(path), mw_kda=mw)
-        if (strict and not v > low) or v < low or (high is not None and v > high):
-            rel = ">" if strict else ">="
-            rng = f"{rel} {low:g}" + (f" and <= {high:g}" if high is not None else "")
-            raise self.error(path, f" = {value!r}; allowed: {rng} ({kind})")
-        return v
-
-    def number(self, value, path, *, low=0.0, high=None, strict=False):
-        return self.quantity(value, path, "number", low=low, high=high, strict=strict)
-
-    def choice(self, value, path, allowed):
-        if value not in allowed:
-            raise self.error(path, f" = {value!r}{_suggest(str(value), allowed)} allowed: {list(allowed)}")
-        return value
-
-    def integer(self, value, path, *, low=1):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.error(path, f" = {value!r}; allowed: an integer >= {low}")
-        return value
-
-    def per_region(self, value, path, kind, regions, *, default=0.0, mw=None, strict=False):
-        """A scalar for all regions or a table {region: value}; regions not named get `default`."""
-        if isinstance(value, dict):
-            for r in value:
-                if r not in regions:
-                    raise self.error(f"{path}.{r}", f": unknown region{_suggest(r, regions)} allowed: {list(regions)}")
-            out = {r: default for r in regions}
-            out.update({r: self.quantity(v, f"{path}.{r}", kind, mw=mw, strict=strict) for r, v in value.items()})
-            return out
-        v = self.quantity(value, path, kind, mw=mw, strict=strict)
-        return {r: v for r in regions}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,26 +80,9 @@ FACTOR_KEYS = {
     "binding": "ECM binding: true (preset values) or {kon, koff, capacity (by region), kdeg}",
     "threshold": "concentration for exposure metrics, e.g. \"31 pg/mL\"",
 }
-CELL_KEYS = {"name": "cell type (text)", "secretion": "{factor: secretion per cell}",
-             "fast_fraction": "fraction of retained cells lost in the fast phase (0-1, default 0.45)",
-             "fast_half_life": "half-life of the fast phase (default 15 min)",
-             "slow_half_life": "half-life of the slow phase (default 3.6 d)",
-             "hypoxia": "secretion multiplier by region {region: number} (default 1)"}
-DELIVERY_KEYS = {"time": "injection time (default 0)", "route": f"one of {list(ROUTES)}",
-                 "sites": "number of sites spread over `region`, or a list of [x, y, z] (mm)",
-                 "region": "region the sites are spread over (default border)", "seed": "site sampling seed",
-                 "retention": "acute retention fraction (default from route and species)",
-                 "territory": "intracoronary: the perfused territory (default the infarct's)",
-                 "repeat": "{count, every}: repeated dosing"}
-INJECTION_KEYS = {**DELIVERY_KEYS, "dose": "number of cells"}
-MEDIUM_KEYS = {**DELIVERY_KEYS, "volume": "volume injected (or infused over duration)",
-               "concentration": "{factor: concentration}", "amount": "{factor: amount} instead of volume x concentration",
-               "duration": "infusion time (default 0: a bolus)", "rate": "infusion rate (volume/time) instead of volume"}
 TOP_KEYS = {"title": "text", "geometry": GEOMETRY_KEYS, "time": TIME_KEYS, "output": OUTPUT_KEYS,
             "factors": "one table per factor", "cells": CELL_KEYS, "probes": "named points {name = [x, y, z]} (mm)", "injection": INJECTION_KEYS, "medium": MEDIUM_KEYS}
-SCHEMA = TOP_KEYS
 
-HOUR, DAY = 3600.0, 86400.0
 
 
 def loads(text: str, *, source: str = "<scenario>", base: Path | None = None) -> Scenario:
@@ -202,7 +91,7 @@ def loads(text: str, *, source: str = "<scenario>", base: Path | None = None) ->
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(f"{source}: not valid TOML: {err}") from None
-    return Scenario(_resolve(raw, _Reader(source), base or Path.cwd()), source=source, text=text)
+    return Scenario(_resolve(raw, Reader(source), base or Path.cwd()), source=source, text=text)
 
 
 def load(path) -> Scenario:
@@ -222,7 +111,7 @@ def default() -> Scenario:
     return loads(default_text(), source="<default scenario>")
 
 
-def _resolve(raw: dict, rd: _Reader, base: Path) -> dict:
+def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
     rd.table(raw, "", TOP_KEYS, required=("time", "factors"))
     out: dict = {"title": str(raw.get("title", ""))}
     geo, regions, boundaries = _geometry(rd, raw.get("geometry", {}), base)
@@ -268,11 +157,11 @@ def _resolve(raw: dict, rd: _Reader, base: Path) -> dict:
             raise rd.error(key, f" must be an array of tables [[{key}]]")
     if injections and cells is None:
         raise rd.error("cells", ": missing; [[injection]] needs a [cells] table (secretion and survival)")
-    out["cells"] = None if cells is None else _cells(rd, cells, names, regions)
+    out["cells"] = None if cells is None else cells_section(rd, cells, names, regions)
     species = geo.get("species")
-    out["injections"] = [_delivery(rd, f"injection[{k}]", d, INJECTION_KEYS, regions, species, geo, end, names)
+    out["injections"] = [delivery_section(rd, f"injection[{k}]", d, INJECTION_KEYS, regions, species, geo, end, names)
                          for k, d in enumerate(injections)]
-    out["media"] = [_delivery(rd, f"medium[{k}]", d, MEDIUM_KEYS, regions, species, geo, end, names,
+    out["media"] = [delivery_section(rd, f"medium[{k}]", d, MEDIUM_KEYS, regions, species, geo, end, names,
                               mw={n: f["mw_kda"] for n, f in out["factors"].items()})
                     for k, d in enumerate(media)]
     out["probes"] = {}
@@ -289,7 +178,7 @@ def _resolve(raw: dict, rd: _Reader, base: Path) -> dict:
     return out
 
 
-def _geometry(rd: _Reader, g, base: Path):
+def _geometry(rd: Reader, g, base: Path):
     g = rd.table(g, "geometry", GEOMETRY_KEYS)
     kinds = [k for k in ("file", "labels") if k in g]
     if len(kinds) > 1:
@@ -368,7 +257,7 @@ def _geometry(rd: _Reader, g, base: Path):
     return out, regions, boundaries
 
 
-def _factor(rd: _Reader, name, spec, regions, boundaries) -> dict:
+def _factor(rd: Reader, name, spec, regions, boundaries) -> dict:
     from solver.presets import FACTORS
 
     p = f"factors.{name}"
@@ -405,7 +294,7 @@ def _factor(rd: _Reader, name, spec, regions, boundaries) -> dict:
                                          f"{list(boundaries)}")
         for b in r:
             if b not in boundaries:
-                raise rd.error(f"{p}.robin.{b}", f": unknown boundary{_suggest(b, boundaries)} allowed: {list(boundaries)}")
+                raise rd.error(f"{p}.robin.{b}", f": unknown boundary{suggest(b, boundaries)} allowed: {list(boundaries)}")
         out["robin"] = {b: rd.quantity(v, f"{p}.robin.{b}", "velocity") for b, v in r.items()}
     out["saturable"] = None
     if "saturable" in spec:
@@ -432,138 +321,6 @@ def _factor(rd: _Reader, name, spec, regions, boundaries) -> dict:
     out["threshold"] = (None if "threshold" not in spec else
                         rd.quantity(spec["threshold"], f"{p}.threshold", "concentration", mw=mw, strict=True))
     return out
-
-
-def _cells(rd: _Reader, c, factors, regions) -> dict:
-    c = rd.table(c, "cells", CELL_KEYS, required=("secretion",))
-    sec = c["secretion"]
-    if not isinstance(sec, dict) or not sec:
-        raise rd.error("cells.secretion", f" = {sec!r}; allowed: a table {{factor: secretion per cell}} for "
-                                          f"the factors {factors}")
-    for f in sec:
-        if f not in factors:
-            raise rd.error(f"cells.secretion.{f}", f": unknown factor{_suggest(f, factors)} allowed: {factors}")
-    hyp = c.get("hypoxia", {})
-    if not isinstance(hyp, dict):
-        raise rd.error("cells.hypoxia", f" = {hyp!r}; allowed: a table {{region: multiplier}}")
-    for r in hyp:
-        if r not in regions:
-            raise rd.error(f"cells.hypoxia.{r}", f": unknown region{_suggest(r, regions)} allowed: {list(regions)}")
-    return {"name": str(c.get("name", "cells")),
-            "secretion": {f: 0.0 for f in factors} | {f: rd.quantity(v, f"cells.secretion.{f}", "secretion")
-                                                       for f, v in sec.items()},
-            "fast_fraction": rd.number(c.get("fast_fraction", 0.45), "cells.fast_fraction", high=1.0),
-            "fast_half_life": rd.quantity(c.get("fast_half_life", "15 min"), "cells.fast_half_life", "time", strict=True),
-            "slow_half_life": rd.quantity(c.get("slow_half_life", "3.6 d"), "cells.slow_half_life", "time", strict=True),
-            "hypoxia": {r: 1.0 for r in regions} | {r: rd.number(v, f"cells.hypoxia.{r}") for r, v in hyp.items()}}
-
-
-def _delivery(rd: _Reader, p, d, keys, regions, species, geo, end, factors, mw=None) -> dict:
-    d = rd.table(d, p, keys)
-    route = rd.choice(d.get("route", "intramyocardial"), f"{p}.route", ROUTES)
-    t0 = rd.quantity(d.get("time", 0.0) if d.get("time", 0.0) != 0 else "0 s", f"{p}.time", "time")
-    times = [t0]
-    if "repeat" in d:
-        r = rd.table(d["repeat"], f"{p}.repeat", ("count", "every"), required=("count", "every"))
-        count = rd.integer(r["count"], f"{p}.repeat.count")
-        every = rd.quantity(r["every"], f"{p}.repeat.every", "time", strict=True)
-        times = [t0 + k * every for k in range(count)]
-    for k, t in enumerate(times):
-        if t >= end:
-            what = f"{p}.time" if k == 0 else f"{p}.repeat"
-            raise rd.error(what, f": dose {k + 1} at {t / DAY:g} d is not before time.end ({end / DAY:g} d); "
-                                 "allowed: times in [0, end)")
-    out = {"route": route, "times": times}
-    if route in POINT_ROUTES:
-        sites = d.get("sites", 3)
-        if isinstance(sites, int) and not isinstance(sites, bool):
-            out["sites"] = {"n": rd.integer(sites, f"{p}.sites"), "seed": rd.integer(d.get("seed", 0), f"{p}.seed", low=0),
-                            "region": rd.choice(d.get("region", "border" if "border" in regions else regions[0]),
-                                                f"{p}.region", regions)}
-        elif isinstance(sites, list) and sites:
-            pts = []
-            for k, s in enumerate(sites):
-                if not (isinstance(s, list) and len(s) == 3):
-                    raise rd.error(f"{p}.sites[{k}]", f" = {s!r}; allowed: [x, y, z] in mm (numbers or lengths)")
-                pts.append([v if isinstance(v, (int, float)) and not isinstance(v, bool) else
-                            rd.quantity(v, f"{p}.sites[{k}][{i}]", "length", low=-math.inf) for i, v in enumerate(s)])
-            out["sites"] = {"points": pts}
-            for key in ("region", "seed"):
-                if key in d:
-                    raise rd.error(f"{p}.{key}", ": only with sites = a number of sites")
-        else:
-            raise rd.error(f"{p}.sites", f" = {sites!r}; allowed: a number of sites or a list of [x, y, z] (mm)")
-        if "territory" in d:
-            raise rd.error(f"{p}.territory", f": only for the intracoronary route, not {route}")
-    else:
-        for key in ("sites", "region", "seed"):
-            if key in d:
-                raise rd.error(f"{p}.{key}", f": not used by the {route} route (it spreads over the perfused tissue)")
-        terr = d.get("territory", geo.get("territory") if route == "intracoronary" else None)
-        if terr is not None and geo["kind"] != "lv":
-            raise rd.error(f"{p}.territory", ": needs the generated LV geometry (AHA segments)")
-        if isinstance(terr, str) and terr != "all":
-            import geometry
-
-            rd.choice(terr, f"{p}.territory", tuple(geometry.TERRITORIES) + ("all",))
-        out["territory"] = None if terr == "all" else terr
-    if "retention" in d:
-        out["retention"] = rd.number(d["retention"], f"{p}.retention", high=1.0)
-        out["retention_source"] = "scenario"
-    else:
-        out["retention"], out["retention_source"] = retention_preset(route, species)
-    if keys is INJECTION_KEYS:
-        if "dose" not in d:
-            raise rd.error(f"{p}.dose", ": missing (required), e.g. \"1e6 cells\"")
-        out["dose"] = rd.quantity(d["dose"], f"{p}.dose", "cells")
-        return out
-    # conditioned medium
-    duration = rd.quantity(d.get("duration", "0 s") if d.get("duration", 0) != 0 else "0 s", f"{p}.duration", "time")
-    for t in times:
-        if t + duration > end * (1 + 1e-9):
-            raise rd.error(f"{p}.duration", f": the infusion from {t / HOUR:g} h runs past time.end")
-    if "amount" in d:
-        for key in ("volume", "concentration", "rate"):
-            if key in d:
-                raise rd.error(f"{p}.{key}", ": give amount, or volume (or rate) with concentration, not both")
-        amount = _factor_table(rd, d["amount"], f"{p}.amount", "amount", factors, mw)
-    else:
-        if "concentration" not in d or ("volume" in d) == ("rate" in d):
-            raise rd.error(f"{p}.volume", ": give amount, or volume (or rate and duration) with concentration")
-        if "rate" in d:
-            if duration <= 0:
-                raise rd.error(f"{p}.duration", ": an infusion rate needs a duration > 0")
-            volume = rd.quantity(d["rate"], f"{p}.rate", "volume_rate") * duration
-        else:
-            volume = rd.quantity(d["volume"], f"{p}.volume", "volume")
-        conc = _factor_table(rd, d["concentration"], f"{p}.concentration", "concentration", factors, mw)
-        amount = {f: volume * c for f, c in conc.items()}
-        out["volume"] = volume
-    out["amount"], out["duration"] = amount, duration
-    return out
-
-
-def _factor_table(rd, value, path, kind, factors, mw) -> dict:
-    if not isinstance(value, dict) or not value:
-        raise rd.error(path, f" = {value!r}; allowed: a table {{factor: {kind}}} for the factors {factors}")
-    out = {f: 0.0 for f in factors}
-    for f, v in value.items():
-        if f not in factors:
-            raise rd.error(f"{path}.{f}", f": unknown factor{_suggest(f, factors)} allowed: {factors}")
-        out[f] = rd.quantity(v, f"{path}.{f}", kind, mw=mw.get(f))
-    return out
-
-
-def with_values(scenario: Scenario, **changes) -> Scenario:
-    """A copy with resolved values replaced by path, e.g. with_values(s, **{"time.end": 3600.0})."""
-    data = copy.deepcopy(scenario.data)
-    for path, value in changes.items():
-        node = data
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node[int(k)] if isinstance(node, list) else node[k]
-        node[keys[-1]] = value
-    return Scenario(data, source=scenario.source, text=scenario.text)
 
 
 def save_times(scenario: Scenario) -> np.ndarray:

@@ -8,6 +8,7 @@ or a bare number where the quantity is dimensionless ("2e6" cells, 0.45).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 
@@ -16,6 +17,12 @@ import pint
 
 class ScenarioError(ValueError):
     """A scenario file (or one of its values) is not valid; the message names file, key and what is allowed."""
+
+
+def suggest(key, allowed) -> str:
+    """'; did you mean X?' for the valid name nearest to key, or ''."""
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,14 +19,20 @@ def test_help_lists_commands():
     assert exit_.value.code == 0
 
 
-def test_forward_benchmark_quick_writes_a_record(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forward.py"), "--quick", "--out", str(tmp_path)],
+def quick_record(script: str, tmp_path) -> dict:
+    """Run benchmarks/<script>.py --quick into tmp_path; the one JSON record it writes."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    files = list(tmp_path.glob("forward-*.json"))
+    files = list(tmp_path.glob(f"{script}-*.json"))
     assert len(files) == 1
     rec = json.loads(files[0].read_text())
     assert rec["quick"] and rec["environment"]["jax"]
+    return rec
+
+
+def test_forward_benchmark_quick_writes_a_record(tmp_path):
+    rec = quick_record("forward", tmp_path)
     methods = {(r["case"].split(",")[0], r["method"]) for r in rec["results"]}
     assert {"euler", "rkl2", "cn"} <= {m for _, m in methods}
     assert all(r["ok"] and r["run_s"] > 0 for r in rec["results"])
@@ -36,22 +42,14 @@ def test_forward_benchmark_quick_writes_a_record(tmp_path):
 
 
 def test_run_default_benchmark_quick_writes_a_record(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_default.py"), "--quick", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    files = list(tmp_path.glob("run_default-*.json"))
-    assert len(files) == 1
-    rec = json.loads(files[0].read_text())
-    assert rec["quick"] and rec["environment"]["jax"] and rec["problem"]["geometry"]["nodes"] > 0
+    rec = quick_record("run_default", tmp_path)
+    assert rec["problem"]["geometry"]["nodes"] > 0
     run = rec["runs"][0]
     assert run["status"] == "success" and 0 < run["simulate_s"] < run["wall_s"]
     assert all(c < 1e-5 for c in run["budget_closure"].values())  # float32
 
 
 def test_fit_benchmark_quick_writes_a_record(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fit.py"), "--quick", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    rec = json.loads(next(tmp_path.glob("fit-*.json")).read_text())
-    assert rec["quick"] and rec["ours"]["max_rel_error"] < 1e-6 and rec["scipy_trf_fd"]["max_rel_error"] < 1e-6
+    rec = quick_record("fit", tmp_path)
+    assert rec["ours"]["max_rel_error"] < 1e-6 and rec["scipy_trf_fd"]["max_rel_error"] < 1e-6
     assert rec["forward_s"] > 0 and rec["gradient_ratio"] > 1 and rec["ours"]["passes"] > 0
