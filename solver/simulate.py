@@ -57,6 +57,7 @@ class Solution(eqx.Module):
     stats: dict
     budget: dict | None
     status: jax.Array
+    metrics: object = None
 
     @property
     def ok(self) -> bool:
@@ -143,7 +144,7 @@ def plan(model: Model, params: Params, *, dt: float, method="rkl2") -> AbstractS
 def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=None, method="rkl2",
              observe: Callable | None = None, c0=None, b0=None, budget: bool = False, positive: bool = True,
              checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None,
-             t0: float = 0.0) -> Solution:
+             t0: float = 0.0, metrics=None, metrics0=None) -> Solution:
     """Integrate the model from c0 (default zero) at time t0 (default 0) to t_end.
 
     t_end, dt, save_at: seconds; save intervals are cut into equal steps no longer than dt.
@@ -161,6 +162,12 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     factors do not couple in diffusion, and one factor's stages stay in cache (default: on
     for several factors with RKL2 and CN, off for forward Euler's single pass; measured in
     benchmarks/README.md).
+
+    metrics: an accumulator updated after every step, independent of save_at (running
+    integrals, maxima, time above a threshold): an object with `init(c, b, t) -> acc` and
+    `update(acc, c0, b0, c1, b1, t0, t1) -> acc` on fields (S, *shape) (b is None without
+    binding), e.g. `solver.Exposure`; its final value is `Solution.metrics`. metrics0: an
+    accumulator value to continue from (a run cut into chunks); default `metrics.init(c0, b0, t0)`.
 
     Under jax.jit / vmap / grad the stage count of RKL2 cannot be read from traced
     parameters: pass method=RKL2(s=...) (see `solver.rkl2_stages`) or call simulate
@@ -184,18 +191,20 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     c0 = _initial(c0, model, dtype, "c0")
     uniform = bool(np.all(n == n.max()))
     b0 = _initial(b0, model, dtype, "b0") if params.binding is not None else None
-    ys, final, bound, stats, bud, status = _run(model, params, c0, b0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
+    if metrics is not None and metrics0 is None:
+        metrics0 = metrics.init(c0, b0, jnp.asarray(t0, dtype))
+    ys, final, bound, stats, bud, status, acc_m = _run(model, params, c0, b0, metrics, metrics0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
                                          jnp.asarray(n, jnp.int32), stepper=stepper, n_max=int(n.max()),
                                          uniform=uniform, observe=observe, budget=budget, positive=positive,
                                          checkpoint=checkpoint, n_saves=len(save), unroll=unroll,
                                          factor_loop=(model.n_factors > 1 and stepper.loop_factors) if factor_loop is None
                                          else factor_loop)
     return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, bound=bound, stats=stats,
-                    budget=bud if budget else None, status=status)
+                    budget=bud if budget else None, status=status, metrics=acc_m)
 
 
 @eqx.filter_jit
-def _run(model, params, c0, b0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform, observe, budget,
+def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform, observe, budget,
          positive, checkpoint, n_saves, unroll, factor_loop):
     TRACE_COUNT[type(stepper).__name__] += 1
     space = model.space
@@ -250,7 +259,8 @@ def _run(model, params, c0, b0, starts, hs, ns, *, stepper: AbstractStepper, n_m
         return new[:, 0], jnp.sum(k).astype(jnp.int32), jnp.all(conv)
 
     def step(carry, t0, h, E):
-        c, b, acc, its, ok, limited = carry
+        c, b, acc, its, ok, limited, macc = carry
+        c_start, b_start = c, b
         f = forcing(t0, h)
         c, b, acc = half_react(c, b, 0.5 * h, E, acc)
         before = space.total(c)
@@ -264,7 +274,9 @@ def _run(model, params, c0, b0, starts, hs, ns, *, stepper: AbstractStepper, n_m
         c, b, acc = half_react(c, b, 0.5 * h, E, acc)
         if budget and f is not None:
             acc = dict(acc, secreted=acc["secreted"] + h * space.total(f))
-        return c, b, acc, its + k, ok & converged, limited
+        if metrics is not None:
+            macc = metrics.update(macc, c_start, b_start, c, b, t0, t0 + h)
+        return c, b, acc, its + k, ok & converged, limited, macc
 
     if checkpoint:
         step = jax.checkpoint(step)
@@ -290,8 +302,8 @@ def _run(model, params, c0, b0, starts, hs, ns, *, stepper: AbstractStepper, n_m
 
     acc0 = {"secreted": zero, **{k: zero for k in rates}, **({"to_boundary": zero} if robin else {}),
             **({"degraded_bound": zero} if bnd is not None else {})}
-    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), zero)
-    (c, b, acc, its, cg_ok, limited), ys = jax.lax.scan(interval, init, (starts, hs, ns))
+    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), zero, metrics0)
+    (c, b, acc, its, cg_ok, limited, macc), ys = jax.lax.scan(interval, init, (starts, hs, ns))
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
     rho = space.rate_bound(g)
     unstable = jnp.any(jnp.max(hs) > stepper.limit(rho) * (1 + 1e-6))
@@ -300,4 +312,4 @@ def _run(model, params, c0, b0, starts, hs, ns, *, stepper: AbstractStepper, n_m
     status = jnp.where(nonfinite, NONFINITE, jnp.where(unstable, UNSTABLE, jnp.where(cg_failed, CG_FAILED, SUCCESS)))
     steps = jnp.sum(ns)
     stats = {"steps": steps, "stages": steps * stepper.stages, "cg_iterations": its, "limited": limited}
-    return ys, c, b, stats, acc, status
+    return ys, c, b, stats, acc, status, macc
