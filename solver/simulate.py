@@ -29,14 +29,16 @@ from .model import Model
 from .params import Params
 from .kinetics import step as kinetics_step
 from .reactions import react
-from .steppers import AbstractStepper, make_stepper
+from .steppers import RTOL, AbstractStepper, make_stepper
 
-SUCCESS, UNSTABLE, CG_FAILED, NONFINITE = 0, 1, 2, 3
+SUCCESS, UNSTABLE, CG_FAILED, NONFINITE, NEGATIVE = 0, 1, 2, 3, 4
 STATUS_MESSAGES = {
     SUCCESS: "success",
     UNSTABLE: "time step past the explicit stepper's stability limit for these parameters",
     CG_FAILED: "conjugate gradients did not converge within maxiter",
     NONFINITE: "non-finite values in the solution",
+    NEGATIVE: ("a step removed more of a factor than the field held (negative total; the positivity "
+               "limiter cannot repair it): take a smaller dt, or method='rkl2' against strong sinks"),
 }
 
 #: Number of times the compiled program was traced, by stepper name (tests use it to show no retracing).
@@ -70,19 +72,24 @@ class Solution(eqx.Module):
 
 
 def positivity_limiter(space, c):
-    """Clip negative values and rescale the rest so that each factor's total is unchanged.
+    """Clip negative values and scale the rest down so that each factor's total is unchanged.
 
     Linear schemes above first order cannot be unconditionally positive
     (Bolley & Crouzeix 1978); RKL2 and Crank-Nicolson undershoot next to a
     point source when sqrt(D dt) spans several cells. The limiter is
-    inactive (an identity) whenever the step produced no negative value;
-    it returns the clipped amount so that `Solution.stats` can report it.
+    inactive (an identity) whenever the step produced no negative value; it
+    never changes a sign and never creates mass: the scale total / kept lies
+    in [0, 1]. A factor whose total is negative (the step removed more than
+    the field held, e.g. Crank-Nicolson against a strong Robin sink) cannot be
+    repaired so: it is set to zero and reported as a failed step.
+    Returns (c, amount clipped (S,), failed (S,) bool).
     """
     neg = jnp.where(c < 0, c, 0.0)
     pos = c - neg
     total, kept = space.total(c), space.total(pos)
-    scale = jnp.where(kept > 0, total / jnp.where(kept > 0, kept, 1.0), 1.0)
-    return pos * scale.reshape((-1,) + (1,) * (c.ndim - 1)), -space.total(neg)
+    failed = total < 0
+    scale = jnp.where(kept > 0, jnp.clip(total / jnp.where(kept > 0, kept, 1.0), 0.0, 1.0), 1.0)
+    return pos * scale.reshape((-1,) + (1,) * (c.ndim - 1)), -space.total(neg), failed
 
 
 def _plan(t_end, dt, save_at, t0=0.0):
@@ -130,8 +137,25 @@ def _is_traced(tree) -> bool:
 
 @eqx.filter_jit
 def spectral_bound(model: Model, params: Params):
-    """Upper bound (S,) on the spectral radius of M^{-1} K(D) per factor."""
-    return model.space.rate_bound(model.space.conductances(params.D))
+    """Upper bound (S,) on the spectral radius of the operator the diffusion stepper integrates,
+    M^{-1} (K(D) + R_robin) per factor: diffusion and every sink inside the operator (today the
+    Robin boundary terms; decay, uptake, clearance and the reactions are integrated exactly in
+    their own sub-step and need no bound). Gershgorin: max_i |d_i + r_i| + sum_j |w_ij|."""
+    return model.space.rate_bound(model.operator(params))
+
+
+def normalise(params: Params, dtype=None) -> Params:
+    """Every floating leaf as a (non-weakly-typed) array of one dtype, that of params.D unless given:
+    Python floats, NumPy scalars and 0-d arrays then reach the compiled program alike, so changing
+    one of them for another never retraces it."""
+    dtype = jnp.dtype(dtype or params.D.dtype)
+
+    def cast(x):
+        floating = isinstance(x, (float, np.floating)) or (
+            hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating))
+        return jnp.asarray(x, dtype) if floating else x
+
+    return jax.tree.map(cast, params)
 
 
 def plan(model: Model, params: Params, *, dt: float, method="rkl2") -> AbstractStepper:
@@ -179,6 +203,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     if not isinstance(params, Params):
         raise TypeError(f"simulate needs solver.Params, got {type(params).__name__}")
     model.check(params)
+    params = normalise(params)
     stepper = make_stepper(method)
     save, starts, h, n = _plan(float(t_end), float(dt), save_at, float(t0))
     if not _is_traced(params):
@@ -259,7 +284,7 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
         return new[:, 0], jnp.sum(k).astype(jnp.int32), jnp.all(conv)
 
     def step(carry, t0, h, E):
-        c, b, acc, its, ok, limited, macc = carry
+        c, b, acc, its, cg_ok, ok, limited, macc = carry
         c_start, b_start = c, b
         f = forcing(t0, h)
         c, b, acc = half_react(c, b, 0.5 * h, E, acc)
@@ -269,14 +294,15 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
             inflow = zero if f is None else h * space.total(f)
             acc = dict(acc, to_boundary=acc["to_boundary"] + before + inflow - space.total(c))
         if positive:
-            c, moved = positivity_limiter(space, c)
+            c, moved, failed = positivity_limiter(space, c)
             limited = limited + moved
+            ok = ok & ~jnp.any(failed)
         c, b, acc = half_react(c, b, 0.5 * h, E, acc)
         if budget and f is not None:
             acc = dict(acc, secreted=acc["secreted"] + h * space.total(f))
         if metrics is not None:
             macc = metrics.update(macc, c_start, b_start, c, b, t0, t0 + h)
-        return c, b, acc, its + k, ok & converged, limited, macc
+        return c, b, acc, its + k, cg_ok & converged, ok, limited, macc
 
     if checkpoint:
         step = jax.checkpoint(step)
@@ -302,14 +328,15 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
 
     acc0 = {"secreted": zero, **{k: zero for k in rates}, **({"to_boundary": zero} if robin else {}),
             **({"degraded_bound": zero} if bnd is not None else {})}
-    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), zero, metrics0)
-    (c, b, acc, its, cg_ok, limited, macc), ys = jax.lax.scan(interval, init, (starts, hs, ns))
+    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0)
+    (c, b, acc, its, cg_ok, pos_ok, limited, macc), ys = jax.lax.scan(interval, init, (starts, hs, ns))
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
     rho = space.rate_bound(g)
-    unstable = jnp.any(jnp.max(hs) > stepper.limit(rho) * (1 + 1e-6))
+    unstable = jnp.any(jnp.max(hs) > stepper.limit(rho) * (1 + RTOL))
     cg_failed = ~cg_ok
     nonfinite = ~jnp.all(jnp.isfinite(c)) | (b is not None and ~jnp.all(jnp.isfinite(b)))
-    status = jnp.where(nonfinite, NONFINITE, jnp.where(unstable, UNSTABLE, jnp.where(cg_failed, CG_FAILED, SUCCESS)))
+    status = jnp.where(nonfinite, NONFINITE, jnp.where(unstable, UNSTABLE, jnp.where(
+        cg_failed, CG_FAILED, jnp.where(pos_ok, SUCCESS, NEGATIVE))))
     steps = jnp.sum(ns)
     stats = {"steps": steps, "stages": steps * stepper.stages, "cg_iterations": its, "limited": limited}
     return ys, c, b, stats, acc, status, macc

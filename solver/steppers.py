@@ -27,6 +27,10 @@ class StabilityError(ValueError):
     """A time step past an explicit scheme's stability limit."""
 
 
+#: Relative slack in stability comparisons: a step equal to the limit, up to rounding, is accepted.
+RTOL = 1e-6
+
+
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
@@ -64,7 +68,7 @@ class ForwardEuler(AbstractStepper):
     loop_factors: bool = eqx.field(static=True, default=False, init=False)
 
     def plan(self, rho_max, h_max):
-        if h_max * rho_max > 2.0:
+        if h_max * rho_max > 2.0 * (1 + RTOL):
             raise StabilityError(
                 f"forward Euler is unstable at dt = {_fmt(h_max)} s: the largest stable dt is "
                 f"{_fmt(2.0 / rho_max)} s (2 / rho, rho = {_fmt(rho_max)} 1/s); use method='rkl2' or 'cn' for larger steps")
@@ -93,8 +97,11 @@ def rkl2_coefficients(s: int) -> np.ndarray:
 
 
 def rkl2_stages(h_rho: float) -> int:
-    """Fewest stages s >= 2 with h rho <= (s^2 + s - 2) / 2."""
-    return max(2, math.ceil((-1.0 + math.sqrt(9.0 + 8.0 * h_rho)) / 2.0 - 1e-12))
+    """Fewest stages s >= 2 with h rho <= (s^2 + s - 2) / 2, up to a relative RTOL."""
+    s = max(2, math.ceil((-1.0 + math.sqrt(9.0 + 8.0 * h_rho)) / 2.0))
+    while s > 2 and h_rho <= ((s - 1) ** 2 + (s - 1) - 2) / 2.0 * (1 + RTOL):
+        s -= 1
+    return s
 
 
 class RKL2(AbstractStepper):
