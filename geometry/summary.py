@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from .discretise import p1_gradients
+from .discretise import p1_couplings, p1_gradients
 from .grid import Grid
 from .mesh import Mesh
 
@@ -38,6 +38,30 @@ def _quality(mesh: Mesh) -> dict:
             "obtuse_share": float(obtuse.mean())}
 
 
+def negative_couplings(mesh: Mesh, *, rtol: float = 1e-12) -> dict:
+    """Edges whose P1 coupling is negative (a positive off-diagonal entry of the stiffness K: K is
+    not an M-matrix and values can go negative from the operator alone).
+
+    With unit diffusivity in every region, g_e = sum_r G_{e,r}; an edge counts when g_e < -rtol
+    max_e |g_e| (exact zeros of right-angled cells are not negative). Reported: the count and
+    share of edges, the most negative coupling relative to the largest positive one
+    (min g / max g), the sum of |negative| over the sum of positive couplings, and per region r
+    the count of edges with G_{e,r} < 0 (couplings within that region's cells; an edge on an
+    interface counts in both regions). operator="m-matrix" removes them
+    (geometry.discretise.positive_conductances).
+    """
+    regions, _, _, _, G = p1_couplings(mesh)
+    g = G.sum(axis=1)
+    scale = np.abs(g).max() if len(g) else 0.0
+    neg = g < -rtol * scale
+    pos = g > 0
+    tol_r = rtol * np.abs(G).max(axis=0) if len(g) else np.zeros(len(regions))
+    return {"count": int(neg.sum()), "edges": int(len(g)), "share": float(neg.mean()) if len(g) else 0.0,
+            "worst_ratio": float(g[neg].min() / g[pos].max()) if neg.any() and pos.any() else 0.0,
+            "sum_ratio": float(-g[neg].sum() / g[pos].sum()) if neg.any() and pos.any() else 0.0,
+            "by_region": {r: int((G[:, k] < -tol_r[k]).sum()) for k, r in enumerate(regions)}}
+
+
 def summary(geom: Mesh | Grid) -> dict:
     """A dict of the numbers a user checks before simulating."""
     if isinstance(geom, Grid):
@@ -47,6 +71,7 @@ def summary(geom: Mesh | Grid) -> dict:
            "region_volumes_mm3": geom.region_volumes(),
            "boundaries": {k: int((geom.facet_tags == v).sum()) for k, v in geom.boundary_names.items()}}
     out.update(_quality(geom))
+    out["negative_couplings"] = negative_couplings(geom)
     names = geom.boundary_names
     if "endo" in names and "epi" in names:
         from scipy.spatial import cKDTree

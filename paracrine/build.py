@@ -213,7 +213,8 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
                 amount = np.array([x["amount"][f] for f in factors]) * x["retention"] * share_of_dose
                 profiles.append(solver.Bolus(amount=amount, time=np.asarray(x["times"]), duration=x["duration"]))
                 media_retention.append(x["retention"])
-    model = solver.Model(disc, factors=factors, sources=sources, dtype=dtype)
+    model = solver.Model(disc, factors=factors, sources=sources, operator=d["geometry"].get("operator", "p1"),
+                         dtype=dtype)
     per_region = lambda key: np.array([[F[f][key][r] for r in regions] for f in factors])  # noqa: E731
     kw = dict(D=per_region("D"), decay=np.array([F[f]["decay"] for f in factors]), uptake=per_region("uptake"),
               clearance=per_region("clearance"), sources=profiles)

@@ -58,6 +58,11 @@ def _format(info: dict, out: Path) -> str:
         lines.append(f"  {info['nodes']} nodes, {info['cells']} cells ({info['dim']}-D)")
         lines.append(f"  quality: worst aspect ratio {info['worst_aspect_ratio']:.2f} (median "
                      f"{info['median_aspect_ratio']:.2f}), obtuse-angle share {100 * info['obtuse_share']:.0f} %")
+        nc = info["negative_couplings"]
+        lines.append(f"  negative couplings (not an M-matrix): {nc['count']} of {nc['edges']} edges "
+                     f"({100 * nc['share']:.1f} %), worst {nc['worst_ratio']:.3g} of the largest, "
+                     f"{100 * nc['sum_ratio']:.1f} % of the positive sum"
+                     + ("; geometry.operator = \"m-matrix\" removes them" if nc["count"] else ""))
         if "wall_thickness_mm" in info:
             w = info["wall_thickness_mm"]
             lines.append(f"  wall thickness {w['min']:.2f}-{w['max']:.2f} mm (median {w['median']:.2f})")

@@ -43,7 +43,7 @@ class Reader:
 
     def choice(self, value, path, allowed):
         if value not in allowed:
-            raise self.error(path, f" = {value!r}{suggest(str(value), allowed)} allowed: {list(allowed)}")
+            raise self.error(path, f" = {value!r}{suggest(str(value), allowed) or ';'} allowed: {list(allowed)}")
         return value
 
     def integer(self, value, path, *, low=1):

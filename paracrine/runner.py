@@ -294,7 +294,8 @@ def _geometry_info(geom) -> dict:
 
     info = geometry.summary(geom)
     return {k: v for k, v in info.items() if k in ("kind", "nodes", "cells", "shape", "tissue_voxels",
-                                                   "region_volumes_mm3", "worst_aspect_ratio")}
+                                                   "region_volumes_mm3", "worst_aspect_ratio", "obtuse_share",
+                                                   "negative_couplings")}
 
 
 def _checkpoint(ckdir: Path, pending: list, state: dict, c, b) -> None:

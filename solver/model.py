@@ -30,14 +30,20 @@ class Model(eqx.Module):
     regions: tuple = eqx.field(static=True)
     boundaries: tuple = eqx.field(static=True)
 
-    def __init__(self, disc, *, factors=("factor",), sources=(), layout: str = "csr", dtype=None):
-        from geometry import GridDiscretisation, MeshDiscretisation
+    def __init__(self, disc, *, factors=("factor",), sources=(), layout: str = "csr", operator: str = "p1",
+                 dtype=None):
+        """operator: "p1" (default) or "m-matrix", the P1 operator with negative couplings removed
+        (an M-matrix on meshes with obtuse cells, see geometry.positive_conductances); the
+        finite-volume operator of a grid is an M-matrix either way."""
+        from geometry import OPERATORS, GridDiscretisation, MeshDiscretisation
 
         dtype = dtype or jnp.result_type(float)
+        if operator not in OPERATORS:
+            raise ValueError(f"operator = {operator!r}; allowed: {list(OPERATORS)}")
         if isinstance(disc, GridDiscretisation):
             self.space = GridSpace.from_discretisation(disc)
         elif isinstance(disc, MeshDiscretisation):
-            self.space = MeshSpace.from_discretisation(disc, layout=layout, dtype=dtype)
+            self.space = MeshSpace.from_discretisation(disc, layout=layout, operator=operator, dtype=dtype)
         else:
             raise TypeError(f"Model needs geometry.discretise(...) output, got {type(disc).__name__}")
         factors = (factors,) if isinstance(factors, str) else tuple(factors)

@@ -2,7 +2,9 @@
 
 (L c)_i = -(1/m_i) (K c)_i = sum_j w_ij c_j - d_i c_i,
 w_ij = g_e / m_i for the edge e = (i, j), d_i = sum_j w_ij,
-g_e = sum_r D_r G_{e,r}  (unit-diffusivity couplings per region, from geometry).
+g_e = sum_r D_r G_{e,r}  (unit-diffusivity couplings per region, from geometry);
+operator="m-matrix" uses max(g_e, 0) instead, per factor for its own D (an M-matrix on
+meshes with obtuse cells: geometry.discretise.positive_conductances).
 
 w and d are formed once per simulation, so a pass is one gather of c and one
 reduction. Two layouts of the same operator, chosen by measurement
@@ -17,6 +19,8 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+
+from geometry.discretise import OPERATORS, positive_conductances
 
 LAYOUTS = ("csr", "padded")
 
@@ -36,13 +40,16 @@ class MeshSpace(eqx.Module):
     layout: str = eqx.field(static=True)
     shape: tuple = eqx.field(static=True)
     n_regions: int = eqx.field(static=True)
+    operator: str = eqx.field(static=True, default="p1")
 
     kind = "mesh"
 
     @classmethod
-    def from_discretisation(cls, disc, *, layout: str = "csr", dtype=None) -> "MeshSpace":
+    def from_discretisation(cls, disc, *, layout: str = "csr", operator: str = "p1", dtype=None) -> "MeshSpace":
         if layout not in LAYOUTS:
             raise ValueError(f"mesh operator layout {layout!r} is not one of {LAYOUTS}")
+        if operator not in OPERATORS:
+            raise ValueError(f"mesh operator {operator!r} is not one of {OPERATORS}")
         dtype = dtype or jnp.result_type(float)
         f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
         i = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
@@ -50,7 +57,7 @@ class MeshSpace(eqx.Module):
                    couplings=f(disc.couplings), csr_row=i(disc.csr_row), csr_col=i(disc.csr_col),
                    csr_edge=i(disc.csr_edge), nbr=i(disc.nbr), nbr_edge=i(disc.nbr_edge),
                    boundary_weights=f(disc.boundary_area / disc.mass[:, None]), layout=layout,
-                   shape=(disc.n_nodes,), n_regions=len(disc.regions))
+                   shape=(disc.n_nodes,), n_regions=len(disc.regions), operator=operator)
 
     def per_node(self, values):
         """Region-wise values (S, R) as nodal values (S, N): sum_r w_ir v_r."""
@@ -71,8 +78,9 @@ class MeshSpace(eqx.Module):
 
     def conductances(self, D):
         """(w, d, None): per-layout weights w_ij = g_e / m_i, (S, 2E) or (S, N, K), the diagonal
-        d = row sums of w (S, N), and no sink (see `with_sink`)."""
-        g = D @ self.couplings.T  # (S, E)
+        d = row sums of w (S, N), and no sink (see `with_sink`); g_e -> max(g_e, 0) with the
+        "m-matrix" operator."""
+        g = positive_conductances(D @ self.couplings.T, self.operator)  # (S, E)
         if self.layout == "csr":
             w = g[:, self.csr_edge] / self.mass_[self.csr_row]
         else:

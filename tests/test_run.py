@@ -85,6 +85,7 @@ def test_run_writes_every_output(reference):
     assert info["status"] == "success" and info["precision"] == "double"
     assert info["scenario"]["time"]["end"] == 12 * 3600.0 and "jax" in info["versions"]
     assert info["device"]["platform"] == "cpu" and info["timings"]["total_s"] > 0
+    assert info["geometry"]["negative_couplings"]["count"] > 0 and info["scenario"]["geometry"]["operator"] == "p1"
     rows = read_csv(out / "regions.csv")
     assert len(rows) == 12 * 2 * 3  # times x factors x regions
     assert set(rows[0]) == {"time_h", "factor", "region", "mean_pg_per_mL", "max_pg_per_mL", "free_pg", "bound_pg"}

@@ -152,6 +152,8 @@ ERRORS = {
     "bad method": (edit('dt = "120 s"', 'dt = "120 s"\nmethod = "rk4"'), r"time\.method = 'rk4'.* allowed: \['rkl2', 'cn', 'euler'\]"),
     "medium without amount": (edit('[[injection]]\ndose = "1e6 cells"\nsites = 3\n', '[[medium]]\nvolume = "50 uL"\n'),
                               r"medium\[0\]\.volume: give amount, or volume \(or rate and duration\) with concentration"),
+    "bad operator": (edit('mesh_size = "0.7 mm"', 'mesh_size = "0.7 mm"\noperator = "mmatrix"'),
+                     r"geometry\.operator = 'mmatrix'; did you mean 'm-matrix'\? allowed: \['p1', 'm-matrix'\]"),
     "dt longer than end": (edit('dt = "120 s"', 'dt = "1 d"'), r"time\.dt = '1 d' is longer than time\.end"),
 }
 

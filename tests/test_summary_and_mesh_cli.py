@@ -38,7 +38,11 @@ def test_mesh_command_writes_everything(tmp_path, capsys):
     assert info["kind"] == "mesh" and set(info["region_volumes_mm3"]) == {"remote", "border", "core"}
     back = geometry.read(out / "mesh.vtu")
     assert back.region_names == {"remote": 1, "border": 2, "core": 3}
-    assert "wall thickness" in capsys.readouterr().out
+    nc = info["negative_couplings"]  # gmsh tetrahedra: obtuse dihedral angles, negative P1 couplings
+    assert nc["count"] > 0 and 0 < nc["share"] < 1 and nc["worst_ratio"] < 0 and set(nc["by_region"]) == {
+        "remote", "border", "core"}
+    printed = capsys.readouterr().out
+    assert "wall thickness" in printed and "negative couplings (not an M-matrix)" in printed
     # a grid, and a summary of an existing file
     assert main(["mesh", "--species", "rat", "--spacing", "0.3", "--out", str(tmp_path / "g")]) == 0
     assert (tmp_path / "g" / "grid.npz").exists()
