@@ -1,92 +1,124 @@
-"""Nonlinear pointwise kinetics: saturable uptake and ECM binding, positive and conservative.
+"""Nonlinear pointwise kinetics: saturable uptake and ECM binding, exact when linear, stiffly accurate.
 
-Per node and factor, with kappa the linear loss rate (decay, uptake, clearance):
+Per node and factor, with kappa the linear loss rate (decay, uptake, clearance)
+and f a source rate held constant over the step:
 
-    dc/dt = -kappa c - V c / (Km + c) - kon (B - b) c + koff b
+    dc/dt = -kappa c - V c / (Km + c) - kon (B - b) c + koff b + f
     db/dt =  kon (B - b) c - koff b - kdeg b
 
 (Michaelis-Menten uptake V, Km; binding to B sites with kon, koff; degradation
 of bound factor kdeg, which frees its site).
 
-`step` is the Strang splitting  Loss(h/2) Exchange(h) Loss(h/2):
+A step is the exponential Rosenbrock-Euler method (Hochbruck, Ostermann &
+Schweitzer 2009, SIAM J Numer Anal 47:786): with G(y) the right-hand side,
+y = (c, b) and J the Jacobian at the start of the step,
 
-* Exchange: c + s <-> b with T = c + b conserved is the Riccati equation
-  db/dt = kon (T - b)(B - b) - koff b = kon (b - r1)(b - r2), solved exactly:
-  b stays between b0 and the equilibrium r1 in [0, min(T, B)], so the bound
-  pool never exceeds the capacity and c = T - b >= 0 for any step.
-* Loss: the free factor's linear and saturable losses by the modified
-  Patankar-Runge-Kutta scheme MPRK22 with alpha = 1 (Kopecz & Meister 2018,
-  BIT Numer Math 58:691): second order, unconditionally positive and
-  conservative; the bound factor's degradation exactly.
+    y1 = y0 + h phi1(h J) G(y0),      phi1(z) = (e^z - 1) / z,
 
-Second order overall; every loss is returned for the mass budget.
+second order, and exact for linear kinetics (b << B, c << Km), sources
+included: the free/bound exchange (kon B reaches 0.3 /s for VEGF165: a 60 s
+step is 18 time constants) then carries no splitting error. Measured against
+Radau (tests/test_stiff_binding.py) with the VEGF165 preset: second order under
+a source (the solution stays near the slow manifold); after a bolus far from
+binding equilibrium the unresolved nonlinear binding transient leaves an error
+of first order, small in practice (about 1e-6 relative at 4 ng/mL and 60 s).
+J is a Metzler matrix (off-diagonals >= 0) with non-positive column sums, so
+exp(h J) and phi1(h J) are non-negative; the nonlinear remainder can still
+push a value below zero at long steps, which is clipped. The bound pool is
+capped at the capacity (the excess returns to the free pool), and the amount
+lost in the step, c0 + b0 + h f - c1 - b1, is split between the mechanisms in
+proportion to kappa int c, s int c and kdeg int b over the step (integrals of
+the linearised system, h phi1 and h^2 phi2), so the budget closes to round-off.
+
+The 2x2 matrix functions are closed forms: for M = h J with eigenvalues
+z1,2 = m +- delta/2 (real: J is similar to a symmetric matrix) and N = M - m I
+(N^2 = (delta/2)^2 I), g(M) = (g(z1) + g(z2))/2 I + g[z1, z2] N with the
+divided difference g[z1, z2] taken from a Taylor expansion about m when delta
+is small.
 """
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
-
-def _coefficients(c, b, kappa, V, Km, kon, B):
-    """Per-unit-c loss to sinks (linear, saturable), per-unit-c binding rate."""
-    return kappa, V / (Km + c), kon * jnp.maximum(B - b, 0.0)
+_TAYLOR_TERMS = 20
 
 
-def _solve(a11, a12, a21, a22, r1, r2):
-    det = a11 * a22 - a12 * a21
-    return (a22 * r1 - a12 * r2) / det, (a11 * r2 - a21 * r1) / det
+def phis(z, kmax: int):
+    """phi_0 .. phi_kmax at real z <= 0 (phi_0 = exp, phi_{k+1}(z) = (phi_k(z) - 1/k!) / z), stable near 0:
+    for |z| < 1 the top one from its Taylor series and the others by phi_k = z phi_{k+1} + 1/k! (no
+    cancellation), else exp and the upward recursion (at most one digit lost per level)."""
+    small = jnp.abs(z) < 1.0
+    zs = jnp.where(small, z, 0.0)
+    acc = jnp.full_like(z, 1.0 / math.factorial(_TAYLOR_TERMS + kmax))
+    for j in range(_TAYLOR_TERMS - 1, -1, -1):   # Horner on sum_j z^j / (j + kmax)!
+        acc = acc * zs + 1.0 / math.factorial(j + kmax)
+    taylor = [acc]
+    for k in range(kmax - 1, -1, -1):
+        taylor.insert(0, zs * taylor[0] + 1.0 / math.factorial(k))
+    zl = jnp.where(small, -1.0, z)
+    big = [jnp.exp(zl)]
+    for k in range(kmax):
+        big.append((big[-1] - 1.0 / math.factorial(k)) / zl)
+    return [jnp.where(small, s, b) for s, b in zip(taylor, big)]
 
 
-def _ratio(num, den):
-    """num / den for den >= 0 (Patankar weight); 1 where both vanish."""
-    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 1.0)
+def _derivatives(p, k):
+    """g'(z) and g'''(z) of g = phi_k from phi_k .. phi_{k+3} (d/dz phi_k = phi_k - k phi_{k+1})."""
+    d1 = p[k] - k * p[k + 1]
+    d3 = p[k] - 3 * k * p[k + 1] + 3 * k * (k + 1) * p[k + 2] - k * (k + 1) * (k + 2) * p[k + 3]
+    return d1, d3
 
 
-def mprk22(c, b, h, *, kappa, V, Km, kon, koff, B, kdeg):
-    """One step of length h. Returns (c, b, losses) with losses a dict of the amounts per unit
-    volume removed by each mechanism: 'linear' (kappa c), 'saturable', 'degraded' (kdeg b)."""
-    lin0, sat0, bind0 = _coefficients(c, b, kappa, V, Km, kon, B)
-    g = koff + kdeg
-    # stage 1: modified Patankar Euler with coefficients at t_n
-    c1, b1 = _solve(1 + h * (lin0 + sat0 + bind0), -h * koff, -h * bind0, 1 + h * g, c, b)
-    lin1, sat1, bind1 = _coefficients(c1, b1, kappa, V, Km, kon, B)
-    rc, rb = _ratio(c, c1), _ratio(b, b1)
-    # stage 2: averaged production/destruction with Patankar weights c2 / c1, b2 / b1
-    dc = 0.5 * h * ((lin0 + sat0 + bind0) * rc + lin1 + sat1 + bind1)
-    pb = 0.5 * h * (bind0 * rc + bind1)
-    db = 0.5 * h * g * (rb + 1)
-    pc = 0.5 * h * koff * (rb + 1)
-    c2, b2 = _solve(1 + dc, -pc, -pb, 1 + db, c, b)
-    losses = {"linear": 0.5 * h * (lin0 * rc + lin1) * c2,
-              "saturable": 0.5 * h * (sat0 * rc + sat1) * c2,
-              "degraded": 0.5 * h * kdeg * (rb + 1) * b2}
-    return c2, b2, losses
+def matrix_phis(a11, a12, a21, a22, kmax: int):
+    """phi_0 .. phi_kmax of the 2x2 matrices M = [[a11, a12], [a21, a22]] (elementwise over arrays) with
+    real eigenvalues <= 0, each as its four entries (g11, g12, g21, g22)."""
+    m = 0.5 * (a11 + a22)
+    half = 0.5 * (a11 - a22)
+    delta = 2.0 * jnp.sqrt(jnp.maximum(half * half + a12 * a21, 0.0))
+    z1, z2 = m + 0.5 * delta, m - 0.5 * delta
+    p1, p2, pm = phis(z1, kmax), phis(z2, kmax), phis(m, kmax + 3)
+    tol = 1e-3 if jnp.result_type(m) == jnp.float64 else 3e-2
+    close = delta < tol
+    dsafe = jnp.where(close, 1.0, delta)
+    out = []
+    for k in range(kmax + 1):
+        d1, d3 = _derivatives(pm, k)
+        alpha = 0.5 * (p1[k] + p2[k])
+        beta = jnp.where(close, d1 + d3 * delta * delta / 24.0, (p1[k] - p2[k]) / dsafe)
+        out.append((alpha + beta * half, beta * a12, beta * a21, alpha - beta * half))
+    return out
 
 
-def exchange(c, b, h, *, kon, koff, B):
-    """Exact binding exchange over h: (c, b) with c + b conserved and 0 <= b <= min(c + b, B)."""
-    T = c + b
-    q = kon * (T + B) + koff
-    disc = jnp.maximum(q * q - 4 * kon * kon * T * B, 0.0)
-    root = jnp.sqrt(disc)
-    on = kon > 0
-    kon_ = jnp.where(on, kon, 1.0)
-    r1 = 2 * kon * T * B / jnp.where(q + root > 0, q + root, 1.0)   # stable small root: the equilibrium
-    r2 = (q + root) / (2 * kon_)
-    u = (b - r1) / jnp.where(b - r2 < 0, b - r2, -1.0) * jnp.exp(-kon * root / kon_ * h)
-    b_bind = (r1 - u * r2) / (1 - u)
-    b_new = jnp.where(on, jnp.clip(b_bind, 0.0, jnp.minimum(T, B)), b * jnp.exp(-koff * h))
-    return T - b_new, b_new
-
-
-def step(c, b, h, *, kappa, V, Km, kon, koff, B, kdeg):
-    """One reaction step of length h: Loss(h/2) Exchange(h) Loss(h/2). Returns (c, b, losses)."""
-    def loss(c, b, tau):
-        c, _, lost = mprk22(c, jnp.zeros_like(c), tau, kappa=kappa, V=V, Km=Km, kon=0.0, koff=0.0, B=0.0, kdeg=0.0)
-        kept = b * jnp.exp(-kdeg * tau)
-        return c, kept, {"linear": lost["linear"], "saturable": lost["saturable"], "degraded": b - kept}
-
-    c, b, l1 = loss(c, b, 0.5 * h)
-    c, b = exchange(c, b, h, kon=kon, koff=koff, B=B)
-    c, b, l2 = loss(c, b, 0.5 * h)
-    return c, b, {k: l1[k] + l2[k] for k in l1}
+def step(c, b, h, f=0.0, *, kappa, V, Km, kon, koff, B, kdeg):
+    """One reaction step of length h with source rate f (see the module docstring).
+    Returns (c, b, losses): losses holds the amounts per unit volume removed by each mechanism,
+    'linear' (kappa c), 'saturable' and 'degraded' (kdeg b)."""
+    free = jnp.maximum(B - b, 0.0)
+    sat = V / (Km + c)
+    gc = -kappa * c - sat * c - kon * free * c + koff * b + f      # G(y0)
+    gb = kon * free * c - (koff + kdeg) * b
+    # Jacobian: Metzler (off-diagonals >= 0), column sums -(kappa + s'(c)) and -kdeg
+    j11 = -(kappa + V * Km / (Km + c) ** 2 + kon * free)
+    j12 = koff + kon * c
+    j21 = kon * free
+    j22 = -(koff + kdeg + kon * c)
+    _, p1, p2 = matrix_phis(h * j11, h * j12, h * j21, h * j22, 2)
+    c1 = c + h * (p1[0] * gc + p1[1] * gb)
+    b1 = b + h * (p1[2] * gc + p1[3] * gb)
+    ic = h * c + h * h * (p2[0] * gc + p2[1] * gb)   # integrals over the step (linearised system)
+    ib = h * b + h * h * (p2[2] * gc + p2[3] * gb)
+    c1, b1 = jnp.maximum(c1, 0.0), jnp.maximum(b1, 0.0)
+    cap = jnp.where(kon > 0, B, jnp.inf)
+    excess = jnp.maximum(b1 - cap, 0.0)
+    c1, b1 = c1 + excess, b1 - excess
+    lost = c + b + h * f - c1 - b1
+    rates = (kappa * jnp.maximum(ic, 0.0), sat * jnp.maximum(ic, 0.0), kdeg * jnp.maximum(ib, 0.0))
+    total = rates[0] + rates[1] + rates[2]
+    share = [jnp.where(total > 0, r / jnp.where(total > 0, total, 1.0), 0.0) for r in rates]
+    # round-off can leave a tiny loss where no mechanism acts: it stays in the free pool
+    c1 = jnp.maximum(c1 + jnp.where(total > 0, 0.0, lost), 0.0)
+    lost = jnp.where(total > 0, lost, 0.0)
+    return c1, b1, {"linear": lost * share[0], "saturable": lost * share[1], "degraded": lost * share[2]}

@@ -4,10 +4,14 @@ One step of length h is the Strang splitting
 
     c <- R(h/2) D_f(h) R(h/2) c
 
-of the exact pointwise reactions R (decay, uptake; see reactions.py) and a
-diffusion stepper D_f with the sources' forcing f, the step-average of their
-rates, which adds exactly the amount the profiles release in the step (see
-steppers.py): second order when D is.
+of the pointwise reactions R (decay, uptake, clearance exactly, see
+reactions.py; saturable uptake and ECM binding by kinetics.py) and a diffusion
+stepper D_f with the sources' forcing f, the step-average of their rates,
+which adds exactly the amount the profiles release in the step (see
+steppers.py): second order when D is. With ECM binding the sources enter the
+two reaction half-steps instead (each its half-step's amount), where the stiff
+free/bound exchange takes them up exactly; the Robin boundary sink is part of
+the diffusion operator.
 The host plans the steps (save times are hit exactly) and, for explicit
 steppers, the stability; the compiled program is a scan over save intervals
 of a scan over checkpointed steps, so reverse-mode memory grows with the
@@ -249,16 +253,22 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
                    koff=0.0 if bnd is None else col(bnd.koff), B=0.0 if bnd is None else space.per_node(bnd.capacity),
                    kdeg=0.0 if bnd is None else col(bnd.kdeg))
 
-    def half_react(c, b, h, E, acc):
-        """Reactions over h: exact exponential when linear, kinetics.step (exact binding exchange,
-        MPRK22 losses) with saturable uptake or binding. Each mechanism's loss goes to its budget entry."""
+    # With ECM binding the sources enter the reaction sub-steps, where the stiff free/bound exchange
+    # takes them up exactly (kinetics.py); otherwise the diffusion stepper, whose fixed point is then
+    # the exact discrete steady state next to a point source.
+    source_in_reactions = bnd is not None
+
+    def half_react(c, b, h, E, acc, f=None):
+        """Reactions over h: exact exponential when linear, kinetics.step (exponential midpoint rule,
+        exact for linear kinetics) with saturable uptake or binding, with the source rate f when given.
+        Each mechanism's loss goes to its budget entry."""
         if not nonlinear:
             new = c * E
             if budget:
                 removed = c - new  # >= 0 for c >= 0; each mechanism takes its share rate / kappa of it
                 acc = dict(acc, **{k: acc[k] + space.total(removed * shares[k]) for k in shares})
             return new, b, acc
-        new, nb, losses = kinetics_step(c, jnp.zeros_like(c) if b is None else b, h, **kin)
+        new, nb, losses = kinetics_step(c, jnp.zeros_like(c) if b is None else b, h, 0.0 if f is None else f, **kin)
         if budget:
             acc = dict(acc, **{k: acc[k] + space.total(losses["linear"] * shares[k]) for k in shares})
             acc["taken_up"] = acc["taken_up"] + space.total(losses["saturable"])
@@ -286,18 +296,23 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
     def step(carry, t0, h, E):
         c, b, acc, its, cg_ok, ok, limited, macc = carry
         c_start, b_start = c, b
-        f = forcing(t0, h)
-        c, b, acc = half_react(c, b, 0.5 * h, E, acc)
+        if source_in_reactions:
+            f1, f2 = forcing(t0, 0.5 * h), forcing(t0 + 0.5 * h, 0.5 * h)
+            f = None if f1 is None else 0.5 * (f1 + f2)
+        else:
+            f1 = f2 = None
+            f = forcing(t0, h)
+        c, b, acc = half_react(c, b, 0.5 * h, E, acc, f1)
         before = space.total(c)
-        c, k, converged = diffuse(c, h, f)
+        c, k, converged = diffuse(c, h, None if source_in_reactions else f)
         if budget and robin:  # diffusion conserves; what it lost went through the Robin boundaries
-            inflow = zero if f is None else h * space.total(f)
+            inflow = zero if (f is None or source_in_reactions) else h * space.total(f)
             acc = dict(acc, to_boundary=acc["to_boundary"] + before + inflow - space.total(c))
         if positive:
             c, moved, failed = positivity_limiter(space, c)
             limited = limited + moved
             ok = ok & ~jnp.any(failed)
-        c, b, acc = half_react(c, b, 0.5 * h, E, acc)
+        c, b, acc = half_react(c, b, 0.5 * h, E, acc, f2)
         if budget and f is not None:
             acc = dict(acc, secreted=acc["secreted"] + h * space.total(f))
         if metrics is not None:
