@@ -10,7 +10,7 @@ stepper D_f with the sources' forcing f, the step-average of their rates,
 which adds exactly the amount the profiles release in the step (see
 steppers.py): second order when D is. With ECM binding the sources enter the
 two reaction half-steps instead (each its half-step's amount), where the stiff
-free/bound exchange takes them up exactly; the Robin boundary sink is part of
+free/bound exchange takes them up (exactly while linear); the Robin boundary sink is part of
 the diffusion operator.
 The host plans the steps (save times are hit exactly) and, for explicit
 steppers, the stability; the compiled program is a scan over save intervals
@@ -254,12 +254,12 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
                    kdeg=0.0 if bnd is None else col(bnd.kdeg))
 
     # With ECM binding the sources enter the reaction sub-steps, where the stiff free/bound exchange
-    # takes them up exactly (kinetics.py); otherwise the diffusion stepper, whose fixed point is then
-    # the exact discrete steady state next to a point source.
+    # takes them up (exactly while the kinetics are linear; kinetics.py); otherwise the diffusion
+    # stepper, whose fixed point is then the exact discrete steady state next to a point source.
     source_in_reactions = bnd is not None
 
     def half_react(c, b, h, E, acc, f=None):
-        """Reactions over h: exact exponential when linear, kinetics.step (exponential midpoint rule,
+        """Reactions over h: exact exponential when linear, kinetics.step (exponential Rosenbrock-Euler,
         exact for linear kinetics) with saturable uptake or binding, with the source rate f when given.
         Each mechanism's loss goes to its budget entry."""
         if not nonlinear:
