@@ -14,6 +14,12 @@ Mesh (lumped P1):
 Grid (cell-centred finite volumes): voxel volume, region index per voxel
 (-1 outside the tissue) and 1/h_a^2; face conductances D_f / h_a^2 with the
 harmonic mean D_f = 2 D_i D_j / (D_i + D_j) are formed by the solver.
+
+Points (sources, probes) are located by P1 (barycentric) weights phi_i(x) on
+meshes and by trilinear (bilinear in 2-D) weights over the 2^d surrounding
+voxel centres on grids (`trilinear_weights`): both reproduce constants and
+linear functions, so a source off a node or voxel centre is placed to second
+order and its position is a smooth (differentiable) input within a cell.
 """
 
 from __future__ import annotations
@@ -246,23 +252,93 @@ class GridDiscretisation:
     def h(self) -> float:
         return float(max(self.grid.spacing))
 
-    def locate(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """Flat index of the voxel containing each point, (P, 1), with weight 1."""
+    def _containing(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Points as (P, d) and the index (P, d) of the voxel containing each, which must be tissue."""
         x = np.atleast_2d(np.asarray(x, float))
-        if x.shape[1] != self.dim:
+        if x.ndim != 2 or x.shape[1] != self.dim:
             raise GeometryError(f"points must have {self.dim} coordinates, got shape {x.shape}")
         g = self.grid
-        idx = np.floor((x - np.array(g.origin)) / np.array(g.spacing) + 0.5).astype(int)
+        faces = voxel_faces(g)
+        idx = np.stack([np.clip(np.searchsorted(f, x[:, a], side="right") - 1, 0, len(f) - 2)
+                        for a, f in enumerate(faces)], axis=1)
+        inbox = np.all([(x[:, a] >= f[0]) & (x[:, a] <= f[-1]) for a, f in enumerate(faces)], axis=0)
         for k, (xk, ik) in enumerate(zip(x, idx)):
-            if np.any(ik < 0) or np.any(ik >= np.array(g.shape)) or self.region_index[tuple(ik)] < 0:
-                raise GeometryError(f"point {k} at {xk.tolist()} lies outside the tissue of the grid")
-        flat = np.ravel_multi_index(idx.T, g.shape)
-        return flat[:, None], np.ones((len(x), 1))
+            if not inbox[k] or self.region_index[tuple(ik)] < 0:
+                raise GeometryError(f"point {k} at {xk.tolist()} lies outside the tissue of the grid; allowed: "
+                                    "points inside a tissue voxel")
+        return x, idx
+
+    def locate(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices and trilinear (bilinear in 2-D) weights of the 2^d voxel centres around
+        each point, (P, 2^d) each; see `trilinear_weights` for the rule."""
+        x, own = self._containing(x)
+        g = self.grid
+        return trilinear_weights(x, origin=g.origin, spacing=g.spacing, shape=g.shape,
+                                 tissue=None if self.tissue.all() else self.tissue, own=own)
 
     def region_of(self, x) -> np.ndarray:
         """Index into `regions` of the voxel containing each point."""
-        flat, _ = self.locate(x)
-        return self.region_index.reshape(-1)[flat[:, 0]]
+        _, own = self._containing(x)
+        return self.region_index[tuple(own.T)]
+
+
+def voxel_faces(grid: Grid) -> tuple:
+    """Face coordinates o_a + (j - 1/2) h_a, j = 0..n_a, per axis: voxel j spans [f_j, f_{j+1}).
+
+    The voxel containing x is found by comparing x with these (no arithmetic on x, so the host
+    and the traced `PointSource.trilinear` agree on ties); the box's outer faces are moved out
+    by 1e-9 h so that a point on the box face is inside."""
+    out = []
+    for o, h, n in zip(grid.origin, grid.spacing, grid.shape):
+        f = o + (np.arange(n + 1) - 0.5) * h
+        f[0] -= 1e-9 * h
+        f[-1] += 1e-9 * h
+        out.append(f)
+    return tuple(out)
+
+
+def corner_offsets(dim: int) -> np.ndarray:
+    """The 2^d corners {0, 1}^d of a voxel-centre cell, (2^d, d), the last axis varying fastest."""
+    return np.array(list(itertools.product((0, 1), repeat=dim)), np.int64)
+
+
+def trilinear_weights(x, *, origin, spacing, shape, tissue=None, own=None) -> tuple[np.ndarray, np.ndarray]:
+    """Trilinear (bilinear in 2-D) spreading of points x (P, d) over voxel centres o + i h.
+
+    With u_a = (x_a - o_a) / h_a clamped to [0, n_a - 1], i_a = min(floor(u_a), n_a - 2) and
+    t_a = u_a - i_a, corner i + k (k in {0, 1}^d) gets
+
+        w_k = prod_a (t_a if k_a = 1 else 1 - t_a),      sum_k w_k = 1,  sum_k w_k (i + k) = u.
+
+    The clamp is the mirror image in the no-flux box face: a corner beyond the box lands on
+    the edge voxel. With a tissue mask, corners that are not tissue lose their weight and the
+    rest are renormalised, w_k tissue_k / sum_j w_j tissue_j (the amount is conserved); such a
+    corner's index is replaced by the containing voxel `own` (weight 0 there), so every index
+    is a tissue voxel. The voxel containing x is one of the corners, with weight >= 2^-d, so
+    the sum is positive whenever that voxel is tissue. The traced twin is
+    `solver.PointSource.trilinear`; the two agree to rounding (XLA's division differs from
+    NumPy's in the last bit, so the renormalisation may too).
+    """
+    x = np.atleast_2d(np.asarray(x, float))
+    n = np.array(shape)
+    u = np.clip((x - np.array(origin, float)) * (1 / np.array(spacing, float)), 0, n - 1)
+    i = np.clip(np.floor(u), 0, np.maximum(n - 2, 0))
+    t = u - i
+    k = corner_offsets(len(n))
+    corner = np.minimum(i.astype(np.int64)[:, None, :] + k[None], n - 1)        # (P, 2^d, d)
+    w = np.ones(corner.shape[:2])
+    for a in range(len(n)):  # products and sums in the traced twin's order
+        w = w * np.where(k[None, :, a] == 1, t[:, None, a], 1 - t[:, None, a])
+    flat = np.ravel_multi_index(tuple(np.moveaxis(corner, -1, 0)), tuple(shape))
+    if tissue is not None:
+        keep = np.asarray(tissue).reshape(-1)[flat]
+        w = np.where(keep, w, 0.0)
+        total = w[:, 0]
+        for j in range(1, w.shape[1]):
+            total = total + w[:, j]
+        w = w / total[:, None]
+        flat = np.where(keep, flat, np.ravel_multi_index(tuple(np.asarray(own).T), tuple(shape))[:, None])
+    return flat, w
 
 
 def _discretise_grid(grid: Grid) -> GridDiscretisation:

@@ -33,7 +33,8 @@ def region_means(model: Model):
 
 
 def probes(model: Model, disc, points):
-    """observe(c, t) -> (S, P) concentration interpolated at points (P1 weights on meshes, voxel value on grids)."""
+    """observe(c, t) -> (S, P) concentration interpolated at points (P1 weights on meshes,
+    trilinear weights over the surrounding tissue voxels on grids)."""
     nodes, w = disc.locate(points)
     nodes, w = jnp.asarray(nodes), jnp.asarray(w)
 

@@ -1,9 +1,13 @@
 """Where sources put their amount: point sources at coordinates and volumetric fields.
 
 A point source at x spreads an amount Q over the nodes of the cell containing
-x with P1 (barycentric) weights phi_i(x) (mesh) or into the voxel containing x
-(grid): c_i += Q phi_i(x) / m_i.  A field source spreads Q
-in proportion to a non-negative density rho: c_i += Q rho_i / sum_j m_j rho_j.
+x with P1 (barycentric) weights phi_i(x) (mesh) or over the 2^d voxel centres
+around x with trilinear (bilinear in 2-D) weights phi_i(x) (grid), renormalised
+over the tissue voxels among them: c_i += Q phi_i(x) / m_i, sum_i phi_i(x) = 1.
+On grids `PointSource.trilinear` computes the same weights from a traced x, so
+an output's gradient with respect to the site coordinates is available.
+A field source spreads Q in proportion to a non-negative density rho:
+c_i += Q rho_i / sum_j m_j rho_j.
 The numbers (rates, timings) live in the matching profile in `Params.sources`.
 """
 
@@ -15,6 +19,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from geometry.discretise import corner_offsets, voxel_faces
 
 
 class AbstractSource(eqx.Module):
@@ -38,6 +44,75 @@ class PointSource(AbstractSource):
         mass = np.asarray(disc.mass).reshape(-1)
         dtype = dtype or jnp.result_type(float)
         return cls(name=name, nodes=jnp.asarray(nodes, jnp.int32), weights=jnp.asarray(w / mass[nodes], dtype))
+
+    @classmethod
+    def trilinear(cls, disc, points, *, name: str = "source", dtype=None) -> "PointSource":
+        """Sites at points (P, d) on a voxel grid, traceable: the jnp twin of `disc.locate`.
+
+        phi_k(x) = prod_a (t_a or 1 - t_a) on the corners i + k of the cell of voxel centres
+        around x, u = (x - origin) / h clamped to the box's centres, i = floor(u), t = u - i
+        (see `geometry.discretise.trilinear_weights`), renormalised over the tissue corners;
+        weights phi_k / m_k. The corner indices come from floor and carry no gradient; the
+        weights are linear in each coordinate within a cell and continuous across cells, so
+        `jax.grad` with respect to `points` works (one-sided at a cell face; zero in the half
+        voxel next to the box face, where the clamp holds the weights). Concrete points give
+        the same nodes and weights as `PointSource.at` and are checked on the host (a point
+        outside the tissue raises GeometryError naming it; the weights agree to rounding, XLA's
+        division differing from NumPy's in the last bit); traced points cannot be checked,
+        and one whose voxel is not tissue gets NaN weights, which show in the solution.
+
+        To differentiate a simulation with respect to site positions, put the source into
+        the model inside the differentiated function and pass a planned stepper:
+
+            def loss(x):
+                src = PointSource.trilinear(disc, x, name=model.sources[j].name)
+                m = eqx.tree_at(lambda m: m.sources[j], model, src)
+                return f(simulate(m, params, ..., method=stepper))
+            jax.grad(loss)(x0)      # stepper = solver.plan(model, params, dt=dt)
+        """
+        from geometry import GridDiscretisation
+
+        if not isinstance(disc, GridDiscretisation):
+            raise TypeError(f"PointSource.trilinear needs a grid discretisation, got {type(disc).__name__}; "
+                            "on meshes use PointSource.at (P1 weights at fixed points)")
+        dtype = dtype or jnp.result_type(float)
+        x = jnp.asarray(points, dtype)
+        x = x[None] if x.ndim == 1 else x
+        if x.ndim != 2 or x.shape[1] != disc.dim:
+            raise ValueError(f"source {name!r}: points must have shape (P, {disc.dim}), got {x.shape}")
+        if not isinstance(x, jax.core.Tracer):
+            disc.locate(np.asarray(x))  # the host check, with its GeometryError
+        g = disc.grid
+        n = np.array(g.shape)
+        v = (x - jnp.asarray(g.origin, dtype)) * jnp.asarray(1 / np.array(g.spacing), dtype)
+        u = jnp.clip(v, 0, n - 1)
+        i = jax.lax.stop_gradient(jnp.clip(jnp.floor(u), 0, np.maximum(n - 2, 0)))
+        t = u - i
+        k = corner_offsets(disc.dim)
+        corner = jnp.minimum(i.astype(jnp.int32)[:, None, :] + k[None], n - 1)   # (P, 2^d, d)
+        w = jnp.ones(corner.shape[:2], dtype)
+        for a in range(disc.dim):
+            w = w * jnp.where(k[None, :, a] == 1, t[:, None, a], 1 - t[:, None, a])
+        ravel = lambda idx: jnp.ravel_multi_index(tuple(jnp.moveaxis(idx, -1, 0)), g.shape, mode="clip")  # noqa: E731
+        flat = ravel(corner)
+        xs = jax.lax.stop_gradient(x)
+        faces = voxel_faces(g)
+        own = jnp.stack([jnp.clip(jnp.searchsorted(jnp.asarray(f, dtype), xs[:, a], side="right") - 1, 0, len(f) - 2)
+                         for a, f in enumerate(faces)], axis=1).astype(jnp.int32)
+        inside = jnp.all(jnp.stack([(xs[:, a] >= f[0]) & (xs[:, a] <= f[-1]) for a, f in enumerate(faces)], 1), axis=1)
+        if not disc.tissue.all():
+            tissue = jnp.asarray(disc.tissue.reshape(-1))
+            own_flat = ravel(own)
+            inside = inside & tissue[own_flat]
+            keep = tissue[flat]
+            w = jnp.where(keep, w, 0.0)
+            total = w[:, 0]
+            for j in range(1, w.shape[1]):
+                total = total + w[:, j]
+            w = w / jnp.where(inside, total, 1.0)[:, None]
+            flat = jnp.where(keep, flat, own_flat[:, None])
+        w = jnp.where(inside[:, None], w, jnp.nan)
+        return cls(name=name, nodes=flat.astype(jnp.int32), weights=w / g.voxel_volume)
 
     @property
     def n_sites(self) -> int:
