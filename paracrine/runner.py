@@ -6,7 +6,8 @@ checkpoint computes exactly the chunks an uninterrupted run would: the results a
 identical. The run writes into `OUT.partial/` and renames it to `OUT` only when every
 output is complete; checkpoints (`OUT.partial/checkpoints/NNNNN.npz`, each written to a
 temporary name and renamed) hold the outputs of the chunks since the previous one and the
-state at its end, and are deleted at the end.
+state at its end (fields, budget, and the exposure accumulator `solver.Exposure` that the time
+loop updates at every step), and are deleted at the end.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .build import _region_share, build, make_geometry
 from .scenario import Scenario, loads, save_times
 
 DAY = 86400.0
-STATE_KEYS = ("c", "b", "above_s", "budget", "steps", "stages", "limited", "chunk", "status")
+STATE_KEYS = ("c", "b", "metrics", "budget", "steps", "stages", "limited", "chunk", "status")
 
 
 class RunError(RuntimeError):
@@ -182,10 +183,11 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     W = share * mass[:, None]                      # (N, R) region volume per node
     thresholds = np.array([d["factors"][f]["threshold"] or np.inf for f in model.factors])
     binding = params.binding is not None
+    exposure = solver.Exposure(W, thresholds, dtype=dtype)  # AUC, peaks, time above: every step, in the loop
 
     # state, from the checkpoints on resume
     state = {"c": np.zeros(model.state_shape), "b": np.zeros(model.state_shape) if binding else np.zeros(0),
-             "above_s": np.zeros((S, disc.n_nodes)), "budget": {}, "steps": 0, "stages": 0, "limited": np.zeros(S),
+             "metrics": None, "budget": {}, "steps": 0, "stages": 0, "limited": np.zeros(S),
              "chunk": 0, "status": 0}
     records: list[dict] = []   # per chunk: stats (T_k, S, R, 4) and snapshots
     ckdir = part / "checkpoints"
@@ -195,7 +197,9 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
         for k in range(int(z["n_records"])):
             records.append({"stats": z[f"stats{k}"], "snap_idx": z[f"snap_idx{k}"], "snaps": z[f"snaps{k}"],
                             "snaps_b": z[f"snaps_b{k}"]})
-        state = {"c": z["c"], "b": z["b"], "above_s": z["above_s"], "budget": json.loads(str(z["budget"])),
+        state = {"c": z["c"], "b": z["b"], "metrics": {k[len("metrics."):]: z[k] for k in z.files
+                                                         if k.startswith("metrics.")},
+                 "budget": json.loads(str(z["budget"])),
                  "steps": int(z["steps"]), "stages": int(z["stages"]), "limited": z["limited"],
                  "chunk": int(z["chunk"]), "status": int(z["status"])}
     if resume:
@@ -210,13 +214,14 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     map_idx = [int(np.argmin(np.abs(ts - m))) for m in d["output"]["maps"]]  # maps get snapshots of their own
     c = jnp.asarray(state["c"], dtype)
     b = jnp.asarray(state["b"], dtype) if binding else None
+    acc = None if state["metrics"] is None else {k: jnp.asarray(v, dtype) for k, v in state["metrics"].items()}
     first_chunk_s = None
     for ci in range(state["chunk"], len(chunks)):
         i, j = chunks[ci]
         t0 = 0.0 if i == 0 else float(ts[i - 1])
         tc = time.perf_counter()
         sol = solver.simulate(model, params, t0=t0, t_end=float(ts[j - 1]), dt=d["time"]["dt"], save_at=ts[i:j],
-                              method=stepper, c0=c, b0=b, budget=True)
+                              method=stepper, c0=c, b0=b, budget=True, metrics=exposure, metrics0=acc)
         ys = sol.ys
         cf, bf = (ys if binding else (ys, None))
         cf = np.asarray(cf, float)                   # (T_k, S, *space)
@@ -231,15 +236,14 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
         means = amounts / np.where(vol > 0, vol, 1.0)
         maxes = np.stack([np.where(share[:, r] > 0, cf, -np.inf).max(axis=-1) for r in range(R)], axis=-1)
         stats = np.stack([means, maxes, amounts, bound], axis=-1)   # (T, S, R, 4)
-        dts = np.diff(np.concatenate([[t0], ts[i:j]]))
-        state["above_s"] = state["above_s"] + np.einsum("t,tsn->sn", dts, cf > thresholds[None, :, None])
         glob = np.arange(i, j)
         snap = ((glob + 1) % every == 0) | (glob == len(ts) - 1) | np.isin(glob, map_idx)
         rec = {"stats": stats, "snap_idx": glob[snap], "snaps": cf[snap].astype(np.float32),
                "snaps_b": (bf[snap] if bf is not None else np.zeros((0,))).astype(np.float32)}
         records.append(rec)
         pending.append(rec)
-        c, b = sol.final, sol.bound
+        c, b, acc = sol.final, sol.bound, sol.metrics
+        state["metrics"] = acc
         for k, v in sol.budget.items():
             state["budget"][k] = (np.asarray(state["budget"].get(k, np.zeros(S))) + np.asarray(v, float)).tolist()
         state["steps"] += int(sol.stats["steps"])
@@ -269,7 +273,9 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     snaps_b = np.concatenate([r["snaps_b"] for r in records]) if binding else None
     final_c, final_b = np.asarray(c, float), (None if b is None else np.asarray(b, float))
     result = report.Result(built=built, ts=ts, stats=stats, snap_idx=snap_idx, snaps=snaps, snaps_b=snaps_b,
-                           above_s=state["above_s"], budget={k: np.asarray(v) for k, v in state["budget"].items()},
+                           exposure={k: np.asarray(v, float) for k, v in acc.items()},
+                           step_s=_longest_step(ts, d["time"]["dt"]),
+                           budget={k: np.asarray(v) for k, v in state["budget"].items()},
                            final_c=final_c, final_b=final_b, W=W, share=share, status=state["status"],
                            steps=state["steps"], stages=state["stages"], limited=np.asarray(state["limited"]))
     report.write_all(part, result, figures=figures)
@@ -289,6 +295,12 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     return out
 
 
+def _longest_step(ts: np.ndarray, dt: float) -> float:
+    """The longest time step (s) simulate takes: each output interval cut into equal steps <= dt."""
+    lengths = np.diff(np.concatenate([[0.0], ts]))
+    return float(np.max(lengths / np.ceil(lengths / dt * (1 - 1e-12))))
+
+
 def _geometry_info(geom) -> dict:
     import geometry
 
@@ -300,9 +312,10 @@ def _geometry_info(geom) -> dict:
 
 def _checkpoint(ckdir: Path, pending: list, state: dict, c, b) -> None:
     arrays = {"n_records": np.array(len(pending)), "c": np.asarray(c), "b": np.zeros(0) if b is None else np.asarray(b),
-              "above_s": state["above_s"], "budget": json.dumps(state["budget"]), "steps": np.array(state["steps"]),
+              "budget": json.dumps(state["budget"]), "steps": np.array(state["steps"]),
               "stages": np.array(state["stages"]), "limited": np.asarray(state["limited"]),
               "chunk": np.array(state["chunk"]), "status": np.array(state["status"])}
+    arrays.update({f"metrics.{k}": np.asarray(v) for k, v in state["metrics"].items()})
     for k, r in enumerate(pending):
         for key in ("stats", "snap_idx", "snaps", "snaps_b"):
             arrays[f"{key}{k}"] = r[key]

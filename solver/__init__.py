@@ -5,6 +5,7 @@ Model (static structure) + Params (traced numbers) -> simulate(...) -> Solution.
 
 from .model import Model, field_source, point_source
 from . import observe, presets
+from .metrics import Exposure
 from .params import Binding, Params, Saturable
 from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
 from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound
@@ -18,6 +19,7 @@ __all__ = [
     "presets",
     "Bolus", "CellSecretion", "spread_sites",
     "Binding", "Saturable",
+    "Exposure",
     "observe",
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "Exponential",
     "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "PointSource", "RKL2",

@@ -106,8 +106,13 @@ def test_budget_closes_and_metrics_are_consistent(reference):
         means = np.array([0.0] + [float(r["mean_pg_per_mL"]) for r in border])
         t = np.array([0.0] + [float(r["time_h"]) for r in border])
         reg = v["regions"]["border"]
-        assert reg["auc"] == pytest.approx(np.trapezoid(means, t), rel=1e-5)  # the CSV holds 6 digits
-        assert reg["peak_mean"] == pytest.approx(means.max(), rel=1e-5) and reg["peak_mean_time_h"] == t[means.argmax()]
+        # metrics are accumulated at every (2-min) step: the hourly frames are a subsample (the 30-min
+        # infusion at 2 h falls between them); the every-step check is in test_metrics.py
+        assert reg["auc"] == pytest.approx(np.trapezoid(means, t), rel=0.05)
+        assert reg["peak_mean"] >= means.max() * (1 - 1e-5)  # the CSV holds 6 digits
+        assert reg["peak_max"] >= max(float(r["max_pg_per_mL"]) for r in border) * (1 - 1e-5)
+        assert 0 < reg["peak_mean_time_h"] <= 12 and reg["peak_mean_time_h"] * 30 == pytest.approx(
+            round(reg["peak_mean_time_h"] * 30))  # a step end
     vegf = m["factors"]["VEGF"]
     assert vegf["budget_pg"]["degraded_bound"] >= 0 and vegf["budget_pg"]["left_bound"] > 0
     share = vegf["regions"]["border"]["volume_share_above_threshold_for_exposure"]
