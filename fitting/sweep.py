@@ -5,7 +5,9 @@ cohorts), batched with `vmap` and spread over all local devices with `jax.shardi
 
 Members are the Cartesian product of the values (or `zip=True`: the i-th value of each). The member
 axis is sharded over a 1-D device mesh (padded to a multiple of the device count); each member
-saves region means at the scenario's output interval, reduced on the host to exposure metrics.
+saves region means at the scenario's output interval (for the table's courses) and accumulates its
+exposure metrics at every step inside the loop (`solver.Exposure`), so they do not depend on the
+output interval.
 Several hosts: call `jax.distributed.initialize()` first (see the README); the mesh then spans
 every process's devices.
 """
@@ -74,40 +76,43 @@ def sweep(built, vary: dict, *, zip_values: bool = False, shard: bool = True, dt
             hi = p.set(hi, jnp.asarray(col.max(), params0.D.dtype))
     stepper = solver.plan(model, hi, dt=dt, method=d["time"]["method"])
     observe = solver.observe.region_means(model)
+    thresholds = [np.inf if d["factors"][f]["threshold"] is None else d["factors"][f]["threshold"]
+                  for f in model.factors]
+    exposure = solver.Exposure.of(model, thresholds, dtype=params0.D.dtype)
 
     def one(v):
         params = params0
         for k, p in enumerate(free):
             params = p.set(params, v[k].astype(params0.D.dtype))
         sol = solver.simulate(model, params, t_end=float(ts[-1]), dt=dt, save_at=ts, method=stepper, observe=observe,
-                              budget=True)
-        return sol.ys, sol.budget["secreted"], sol.status
+                              budget=True, metrics=exposure)
+        acc = {k: sol.metrics[k] for k in ("auc", "peak_mean", "peak_mean_time", "above_mean")}
+        return sol.ys, sol.budget["secreted"], sol.status, acc
 
     M = len(grid)
     x = shard_rows(grid, params0.D.dtype, shard=shard)
-    means, secreted, status = jax.jit(jax.vmap(one))(x)
+    means, secreted, status, acc = jax.jit(jax.vmap(one))(x)
     spread = len(means.sharding.device_set)
     means, secreted, status = (np.asarray(a)[:M] for a in (means, secreted, status))
+    acc = {k: np.asarray(v)[:M] for k, v in acc.items()}
     return {"names": [p.name for p in free], "units": [p.unit for p in free], "values": grid, "ts": ts,
             "means": means, "secreted": secreted, "status": status, "devices": spread,
-            "metrics": [member_metrics(built, ts, means[m], secreted[m]) for m in range(M)]}
+            "metrics": [member_metrics(built, {k: v[m] for k, v in acc.items()}, secreted[m]) for m in range(M)]}
 
 
-def member_metrics(built, ts, means, secreted) -> dict:
-    """Per factor: border-zone (or tissue) AUC, peak mean and its time, hours above threshold; secreted."""
+def member_metrics(built, acc, secreted) -> dict:
+    """Per factor: border-zone (or tissue) AUC, peak mean and its time, hours above threshold, from the
+    per-step accumulator `acc` (solver.Exposure: arrays (S, R) in internal units); secreted."""
     d = built.scenario.data
     model = built.model
     r = model.regions.index("border") if "border" in model.regions else 0
-    t = np.concatenate([[0.0], ts])
     out = {}
     for s, f in enumerate(model.factors):
-        y = np.concatenate([[0.0], means[:, s, r]]) * PG_PER_ML
-        k = int(np.argmax(y))
-        row = {f"{f}.auc_pg_per_mL_h": float(np.trapezoid(y, t) / 3600.0), f"{f}.peak_pg_per_mL": float(y[k]),
-               f"{f}.peak_time_h": float(t[k] / 3600.0), f"{f}.secreted_pg": float(secreted[s])}
-        thr = d["factors"][f]["threshold"]
-        if thr is not None:
-            row[f"{f}.hours_above_threshold"] = float((np.diff(t) * (y[1:] > thr * PG_PER_ML)).sum() / 3600.0)
+        row = {f"{f}.auc_pg_per_mL_h": float(acc["auc"][s, r]) * PG_PER_ML / 3600.0,
+               f"{f}.peak_pg_per_mL": float(acc["peak_mean"][s, r]) * PG_PER_ML,
+               f"{f}.peak_time_h": float(acc["peak_mean_time"][s, r]) / 3600.0, f"{f}.secreted_pg": float(secreted[s])}
+        if d["factors"][f]["threshold"] is not None:
+            row[f"{f}.hours_above_threshold"] = float(acc["above_mean"][s, r]) / 3600.0
         out.update(row)
     return out
 
