@@ -214,7 +214,7 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     map_idx = [int(np.argmin(np.abs(ts - m))) for m in d["output"]["maps"]]  # maps get snapshots of their own
     c = jnp.asarray(state["c"], dtype)
     b = jnp.asarray(state["b"], dtype) if binding else None
-    acc = None if state["metrics"] is None else {k: jnp.asarray(v, dtype) for k, v in state["metrics"].items()}
+    acc = None if not state["metrics"] else {k: jnp.asarray(v, dtype) for k, v in state["metrics"].items()}
     first_chunk_s = None
     for ci in range(state["chunk"], len(chunks)):
         i, j = chunks[ci]
@@ -249,7 +249,7 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
         state["steps"] += int(sol.stats["steps"])
         state["stages"] += int(sol.stats["stages"])
         state["limited"] = np.asarray(state["limited"]) + np.asarray(sol.stats["limited"], float)
-        state["status"] = max(state["status"], int(sol.status))
+        state["status"] = state["status"] or int(sol.status)   # the first failure is the one to report
         state["chunk"] = ci + 1
         if bar is not None:
             bar.update(float(ts[j - 1] - t0) / 3600.0)

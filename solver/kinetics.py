@@ -33,14 +33,15 @@ the linearised system, h phi1 and h^2 phi2), so the budget closes to round-off.
 The 2x2 matrix functions are closed forms: for M = h J with eigenvalues
 z1,2 = m +- delta/2 (real: J is similar to a symmetric matrix) and N = M - m I
 (N^2 = (delta/2)^2 I), g(M) = (g(z1) + g(z2))/2 I + g[z1, z2] N with the
-divided difference g[z1, z2] taken from a Taylor expansion about m when delta
-is small.
+divided difference g[z1, z2] (and the mean) taken from Taylor expansions about m
+when delta is small.
 """
 
 from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 _TAYLOR_TERMS = 20
@@ -66,10 +67,11 @@ def phis(z, kmax: int):
 
 
 def _derivatives(p, k):
-    """g'(z) and g'''(z) of g = phi_k from phi_k .. phi_{k+3} (d/dz phi_k = phi_k - k phi_{k+1})."""
+    """First, second and third derivatives of phi_k from phi_k .. phi_{k+3} (phi_k' = phi_k - k phi_{k+1})."""
     d1 = p[k] - k * p[k + 1]
+    d2 = p[k] - 2 * k * p[k + 1] + k * (k + 1) * p[k + 2]
     d3 = p[k] - 3 * k * p[k + 1] + 3 * k * (k + 1) * p[k + 2] - k * (k + 1) * (k + 2) * p[k + 3]
-    return d1, d3
+    return d1, d2, d3
 
 
 def matrix_phis(a11, a12, a21, a22, kmax: int):
@@ -77,17 +79,18 @@ def matrix_phis(a11, a12, a21, a22, kmax: int):
     real eigenvalues <= 0, each as its four entries (g11, g12, g21, g22)."""
     m = 0.5 * (a11 + a22)
     half = 0.5 * (a11 - a22)
-    delta = 2.0 * jnp.sqrt(jnp.maximum(half * half + a12 * a21, 0.0))
+    disc = jnp.maximum(half * half + a12 * a21, 0.0)        # (delta / 2)^2
+    tol = 1e-3 if jnp.result_type(m) == jnp.float64 else 3e-2
+    close = disc < (0.5 * tol) ** 2
+    # sqrt only where it is away from 0: its derivative at 0 would make every gradient NaN
+    delta = 2.0 * jnp.sqrt(jnp.where(close, 1.0, disc))
     z1, z2 = m + 0.5 * delta, m - 0.5 * delta
     p1, p2, pm = phis(z1, kmax), phis(z2, kmax), phis(m, kmax + 3)
-    tol = 1e-3 if jnp.result_type(m) == jnp.float64 else 3e-2
-    close = delta < tol
-    dsafe = jnp.where(close, 1.0, delta)
     out = []
     for k in range(kmax + 1):
-        d1, d3 = _derivatives(pm, k)
-        alpha = 0.5 * (p1[k] + p2[k])
-        beta = jnp.where(close, d1 + d3 * delta * delta / 24.0, (p1[k] - p2[k]) / dsafe)
+        d1, d2, d3 = _derivatives(pm, k)
+        alpha = jnp.where(close, pm[k] + 0.5 * d2 * disc, 0.5 * (p1[k] + p2[k]))
+        beta = jnp.where(close, d1 + d3 * disc / 6.0, (p1[k] - p2[k]) / delta)
         out.append((alpha + beta * half, beta * a12, beta * a21, alpha - beta * half))
     return out
 
@@ -102,7 +105,7 @@ def step(c, b, h, f=0.0, *, kappa, V, Km, kon, koff, B, kdeg):
     gb = kon * free * c - (koff + kdeg) * b
     # Jacobian: Metzler (off-diagonals >= 0), column sums -(kappa + s'(c)) and -kdeg
     j11 = -(kappa + V * Km / (Km + c) ** 2 + kon * free)
-    j12 = koff + kon * c
+    j12 = koff + kon * c * (B > b)
     j21 = kon * free
     j22 = -(koff + kdeg + kon * c)
     _, p1, p2 = matrix_phis(h * j11, h * j12, h * j21, h * j22, 2)
@@ -116,9 +119,15 @@ def step(c, b, h, f=0.0, *, kappa, V, Km, kon, koff, B, kdeg):
     c1, b1 = c1 + excess, b1 - excess
     lost = c + b + h * f - c1 - b1
     rates = (kappa * jnp.maximum(ic, 0.0), sat * jnp.maximum(ic, 0.0), kdeg * jnp.maximum(ib, 0.0))
-    total = rates[0] + rates[1] + rates[2]
-    share = [jnp.where(total > 0, r / jnp.where(total > 0, total, 1.0), 0.0) for r in rates]
-    # round-off can leave a tiny loss where no mechanism acts: it stays in the free pool
-    c1 = jnp.maximum(c1 + jnp.where(total > 0, 0.0, lost), 0.0)
+    # where the linearised integrals fail (below zero at long stiff steps) the step ends set the shares
+    cm, bm = 0.5 * (c + c1), 0.5 * (b + b1)
+    fallback = (kappa * cm, sat * cm, kdeg * bm)
+    pick = (rates[0] + rates[1] + rates[2]) > 0
+    w = [jnp.where(pick, r, q) for r, q in zip(rates, fallback)]
+    total = w[0] + w[1] + w[2]
+    share = [jnp.where(total > 0, r / jnp.where(total > 0, total, 1.0), 0.0) for r in w]
+    # where no mechanism acts, what round-off left in `lost` returns to the free pool (a constant:
+    # the derivative is that of the step itself)
+    c1 = c1 + jnp.where(total > 0, 0.0, jax.lax.stop_gradient(lost))
     lost = jnp.where(total > 0, lost, 0.0)
     return c1, b1, {"linear": lost * share[0], "saturable": lost * share[1], "degraded": lost * share[2]}

@@ -110,6 +110,7 @@ class Exposure(eqx.Module):
 
     def init(self, c, b, t):
         """The accumulator at time t with fields c (and the bound field b, or None)."""
+        self = jax.tree.map(lambda x: x.astype(c.dtype), self)   # the carry keeps the fields' dtype
         S, R = c.shape[0], self.weights.shape[1]
         zero = jnp.zeros((S, R), c.dtype)
         t = jnp.broadcast_to(jnp.asarray(t, c.dtype), (S, R))
@@ -122,6 +123,7 @@ class Exposure(eqx.Module):
 
     def update(self, acc, c0, b0, c1, b1, t0, t1):
         """Add the step [t0, t1] from fields (c0, b0) to (c1, b1)."""
+        self = jax.tree.map(lambda x: x.astype(c1.dtype), self)
         h = t1 - t0
         m0, m1 = self.region_means(c0), self.region_means(c1)
         x1 = self.region_max(c1)

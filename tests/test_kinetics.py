@@ -68,3 +68,22 @@ def test_positive_and_conservative_for_stiff_random_rates(scheme=step):
     assert np.all(b <= kw["B"] * (1 + 1e-12))
     total = c + b + sum(np.asarray(v) for v in lost.values())
     np.testing.assert_allclose(total, c0 + b0, rtol=1e-12, atol=1e-300)
+
+
+def test_gradient_finite_where_the_local_matrix_is_degenerate():
+    """Saturable uptake with Vmax = 0 and no linear loss at some nodes: the 2x2 matrix has a double
+    eigenvalue (delta = 0), where sqrt's derivative would turn every gradient into NaN."""
+    import jax
+    import jax.numpy as jnp
+
+    def loss(c, V):
+        out = step(c, jnp.zeros_like(c), 30.0, 0.0, kappa=0.0, V=V, Km=1.0, kon=0.0, koff=0.0, B=0.0, kdeg=0.0)
+        return out[0].sum()
+
+    c, V = jnp.array([2.0, 2.0]), jnp.array([0.0, 1e-3])
+    gc, gV = jax.grad(loss, argnums=(0, 1))(c, V)
+    assert np.all(np.isfinite(np.asarray(gc))) and np.all(np.isfinite(np.asarray(gV)))
+    assert float(gc[0]) == pytest.approx(1.0, rel=1e-12)
+    eps = 1e-7
+    fd = (float(loss(c, V.at[0].add(eps))) - float(loss(c, V))) / eps
+    assert float(gV[0]) == pytest.approx(fd, rel=1e-5)
