@@ -257,11 +257,7 @@ class GridDiscretisation:
         x = np.atleast_2d(np.asarray(x, float))
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise GeometryError(f"points must have {self.dim} coordinates, got shape {x.shape}")
-        g = self.grid
-        faces = voxel_faces(g)
-        idx = np.stack([np.clip(np.searchsorted(f, x[:, a], side="right") - 1, 0, len(f) - 2)
-                        for a, f in enumerate(faces)], axis=1)
-        inbox = np.all([(x[:, a] >= f[0]) & (x[:, a] <= f[-1]) for a, f in enumerate(faces)], axis=0)
+        idx, inbox = containing(x, self.grid)
         for k, (xk, ik) in enumerate(zip(x, idx)):
             if not inbox[k] or self.region_index[tuple(ik)] < 0:
                 raise GeometryError(f"point {k} at {xk.tolist()} lies outside the tissue of the grid; allowed: "
@@ -274,7 +270,7 @@ class GridDiscretisation:
         x, own = self._containing(x)
         g = self.grid
         return trilinear_weights(x, origin=g.origin, spacing=g.spacing, shape=g.shape,
-                                 tissue=None if self.tissue.all() else self.tissue, own=own)
+                                 tissue=None if self.tissue.all() else self.tissue.reshape(-1), own=own)
 
     def region_of(self, x) -> np.ndarray:
         """Index into `regions` of the voxel containing each point."""
@@ -297,12 +293,18 @@ def voxel_faces(grid: Grid) -> tuple:
     return tuple(out)
 
 
-def corner_offsets(dim: int) -> np.ndarray:
-    """The 2^d corners {0, 1}^d of a voxel-centre cell, (2^d, d), the last axis varying fastest."""
-    return np.array(list(itertools.product((0, 1), repeat=dim)), np.int64)
+def containing(x, grid: Grid, xp=np):
+    """Index (P, d) of the voxel containing each point (clipped into the box) and whether the point
+    lies in the box at all (P,), by comparison with `voxel_faces`. xp: numpy, or jax.numpy for
+    traced points (`solver.PointSource.trilinear`)."""
+    faces = voxel_faces(grid)
+    idx = xp.stack([xp.clip(xp.searchsorted(xp.asarray(f, x.dtype), x[:, a], side="right") - 1, 0, len(f) - 2)
+                    for a, f in enumerate(faces)], axis=1)
+    inbox = xp.all(xp.stack([(x[:, a] >= f[0]) & (x[:, a] <= f[-1]) for a, f in enumerate(faces)], axis=1), axis=1)
+    return idx, inbox
 
 
-def trilinear_weights(x, *, origin, spacing, shape, tissue=None, own=None) -> tuple[np.ndarray, np.ndarray]:
+def trilinear_weights(x, *, origin, spacing, shape, tissue=None, own=None, xp=np):
     """Trilinear (bilinear in 2-D) spreading of points x (P, d) over voxel centres o + i h.
 
     With u_a = (x_a - o_a) / h_a clamped to [0, n_a - 1], i_a = min(floor(u_a), n_a - 2) and
@@ -311,33 +313,34 @@ def trilinear_weights(x, *, origin, spacing, shape, tissue=None, own=None) -> tu
         w_k = prod_a (t_a if k_a = 1 else 1 - t_a),      sum_k w_k = 1,  sum_k w_k (i + k) = u.
 
     The clamp is the mirror image in the no-flux box face: a corner beyond the box lands on
-    the edge voxel. With a tissue mask, corners that are not tissue lose their weight and the
-    rest are renormalised, w_k tissue_k / sum_j w_j tissue_j (the amount is conserved); such a
-    corner's index is replaced by the containing voxel `own` (weight 0 there), so every index
-    is a tissue voxel. The voxel containing x is one of the corners, with weight >= 2^-d, so
-    the sum is positive whenever that voxel is tissue. The traced twin is
-    `solver.PointSource.trilinear`; the two agree to rounding (XLA's division differs from
-    NumPy's in the last bit, so the renormalisation may too).
+    the edge voxel. With a tissue mask (flat, of xp's kind), corners that are not tissue lose
+    their weight and the rest are renormalised, w_k tissue_k / sum_j w_j tissue_j (the amount
+    is conserved); such a corner's index is replaced by the containing voxel `own` (weight 0
+    there), so every index is a tissue voxel. The voxel containing x is one of the corners,
+    with weight >= 2^-d, so the sum is positive whenever that voxel is tissue.
+    xp: numpy on the host (`GridDiscretisation.locate`), jax.numpy for traced points
+    (`solver.PointSource.trilinear`); floor carries no gradient, so the weights are smooth in x
+    within a cell. Returns flat indices and weights, (P, 2^d) each.
     """
-    x = np.atleast_2d(np.asarray(x, float))
     n = np.array(shape)
-    u = np.clip((x - np.array(origin, float)) * (1 / np.array(spacing, float)), 0, n - 1)
-    i = np.clip(np.floor(u), 0, np.maximum(n - 2, 0))
+    u = xp.clip((x - xp.asarray(origin, x.dtype)) * xp.asarray(1 / np.array(spacing, float), x.dtype), 0, n - 1)
+    i = xp.clip(xp.floor(u), 0, np.maximum(n - 2, 0))
     t = u - i
-    k = corner_offsets(len(n))
-    corner = np.minimum(i.astype(np.int64)[:, None, :] + k[None], n - 1)        # (P, 2^d, d)
-    w = np.ones(corner.shape[:2])
-    for a in range(len(n)):  # products and sums in the traced twin's order
-        w = w * np.where(k[None, :, a] == 1, t[:, None, a], 1 - t[:, None, a])
-    flat = np.ravel_multi_index(tuple(np.moveaxis(corner, -1, 0)), tuple(shape))
+    k = np.array(list(itertools.product((0, 1), repeat=len(n))), np.int32)   # (2^d, d), last axis fastest
+    corner = xp.minimum(i.astype(np.int32)[:, None, :] + k[None], n - 1)     # (P, 2^d, d)
+    w = xp.ones(corner.shape[:2], x.dtype)
+    for a in range(len(n)):
+        w = w * xp.where(k[None, :, a] == 1, t[:, None, a], 1 - t[:, None, a])
+
+    def ravel(idx):
+        return xp.ravel_multi_index(tuple(xp.moveaxis(idx, -1, 0)), tuple(shape), mode="clip")
+
+    flat = ravel(corner)
     if tissue is not None:
-        keep = np.asarray(tissue).reshape(-1)[flat]
-        w = np.where(keep, w, 0.0)
-        total = w[:, 0]
-        for j in range(1, w.shape[1]):
-            total = total + w[:, j]
-        w = w / total[:, None]
-        flat = np.where(keep, flat, np.ravel_multi_index(tuple(np.asarray(own).T), tuple(shape))[:, None])
+        keep = tissue[flat]
+        w = xp.where(keep, w, 0.0)
+        w = w / xp.sum(w, axis=1, keepdims=True)
+        flat = xp.where(keep, flat, ravel(own)[:, None])
     return flat, w
 
 

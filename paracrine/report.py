@@ -105,8 +105,9 @@ def metrics(res: Result) -> dict:
     exposure = d["output"]["exposure"]
     vol = res.W.sum(axis=0)
     acc = res.exposure
-    hit = (acc["above_node"] >= exposure * (1 - 1e-9)).astype(float)
-    exposed = (hit @ res.W) / np.where(vol > 0, vol, 1.0)                     # (S, R)
+    from solver.metrics import exposed_share
+
+    exposed = np.asarray(exposed_share(acc["above_node"], res.W, exposure))   # (S, R)
     out = {"units": {"auc": "pg/mL x h (time integral of the region mean; auc_bound: of the bound pool)",
                      "peak": "pg/mL", "time": "h", "amounts": "pg", "volume": "mm^3"},
            "time_resolution": "every time step (accumulated inside the time loop; output.interval does not "

@@ -274,7 +274,7 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     final_c, final_b = np.asarray(c, float), (None if b is None else np.asarray(b, float))
     result = report.Result(built=built, ts=ts, stats=stats, snap_idx=snap_idx, snaps=snaps, snaps_b=snaps_b,
                            exposure={k: np.asarray(v, float) for k, v in acc.items()},
-                           step_s=_longest_step(ts, d["time"]["dt"]),
+                           step_s=float(solver.step_lengths(ts[-1], d["time"]["dt"], ts).max()),
                            budget={k: np.asarray(v) for k, v in state["budget"].items()},
                            final_c=final_c, final_b=final_b, W=W, share=share, status=state["status"],
                            steps=state["steps"], stages=state["stages"], limited=np.asarray(state["limited"]))
@@ -293,12 +293,6 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
         out.rmdir()
     os.replace(part, out)
     return out
-
-
-def _longest_step(ts: np.ndarray, dt: float) -> float:
-    """The longest time step (s) simulate takes: each output interval cut into equal steps <= dt."""
-    lengths = np.diff(np.concatenate([[0.0], ts]))
-    return float(np.max(lengths / np.ceil(lengths / dt * (1 - 1e-12))))
 
 
 def _geometry_info(geom) -> dict:

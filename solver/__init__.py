@@ -8,7 +8,7 @@ from . import observe, presets
 from .metrics import Exposure
 from .params import Binding, Params, Saturable
 from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
-from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound
+from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound, step_lengths
 from .therapy import Bolus, CellSecretion, spread_sites
 from .steady import SteadyState, steady_state
 from .sources import AbstractSource, FieldSource, PointSource
@@ -24,5 +24,5 @@ __all__ = [
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "Exponential",
     "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "PointSource", "RKL2",
     "STATUS_MESSAGES", "Solution", "StabilityError", "field_source", "point_source", "rkl2_coefficients",
-    "rkl2_stages", "simulate", "spectral_bound", "SteadyState", "steady_state", "plan",
+    "rkl2_stages", "simulate", "spectral_bound", "step_lengths", "SteadyState", "steady_state", "plan",
 ]

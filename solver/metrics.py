@@ -143,7 +143,12 @@ class Exposure(eqx.Module):
 
     def exposed_share(self, acc, exposure):
         """Share (S, R) of each region's volume whose nodes spent at least `exposure` seconds above
-        the threshold: sum_i W_ir [above_si >= exposure] / V_r."""
-        hit = (acc["above_node"] >= exposure * (1 - 1e-9)).astype(self.weights.dtype)
-        v = self.volumes
-        return (hit @ self.weights) / jnp.where(v > 0, v, 1.0)
+        the threshold (see `exposed_share`)."""
+        return exposed_share(acc["above_node"], self.weights, exposure)
+
+
+def exposed_share(above_node, weights, exposure):
+    """sum_i W_ir [above_si >= exposure] / V_r, (S, R): above_node (S, N) s, weights W (N, R) mm^3."""
+    hit = (jnp.asarray(above_node) >= exposure * (1 - 1e-9)).astype(jnp.result_type(weights))
+    v = jnp.sum(weights, axis=0)
+    return (hit @ weights) / jnp.where(v > 0, v, 1.0)

@@ -121,6 +121,12 @@ def _plan(t_end, dt, save_at, t0=0.0):
     return save, starts, h, n
 
 
+def step_lengths(t_end: float, dt: float, save_at=None, t0: float = 0.0) -> np.ndarray:
+    """The step length (s) `simulate` takes in each save interval: the interval cut into equal steps
+    no longer than dt (0 for an empty interval)."""
+    return _plan(float(t_end), float(dt), save_at, float(t0))[2]
+
+
 def _initial(x, model, dtype, key):
     """An initial field (S, *shape), zero by default, checked on the host."""
     if x is None:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from geometry.discretise import corner_offsets, voxel_faces
+from geometry.discretise import containing, trilinear_weights
 
 
 class AbstractSource(eqx.Module):
@@ -47,7 +47,8 @@ class PointSource(AbstractSource):
 
     @classmethod
     def trilinear(cls, disc, points, *, name: str = "source", dtype=None) -> "PointSource":
-        """Sites at points (P, d) on a voxel grid, traceable: the jnp twin of `disc.locate`.
+        """Sites at points (P, d) on a voxel grid, traceable: `disc.locate`'s rule (one implementation,
+        `geometry.discretise.trilinear_weights`) evaluated with jax.numpy.
 
         phi_k(x) = prod_a (t_a or 1 - t_a) on the corners i + k of the cell of voxel centres
         around x, u = (x - origin) / h clamped to the box's centres, i = floor(u), t = u - i
@@ -83,34 +84,13 @@ class PointSource(AbstractSource):
         if not isinstance(x, jax.core.Tracer):
             disc.locate(np.asarray(x))  # the host check, with its GeometryError
         g = disc.grid
-        n = np.array(g.shape)
-        v = (x - jnp.asarray(g.origin, dtype)) * jnp.asarray(1 / np.array(g.spacing), dtype)
-        u = jnp.clip(v, 0, n - 1)
-        i = jax.lax.stop_gradient(jnp.clip(jnp.floor(u), 0, np.maximum(n - 2, 0)))
-        t = u - i
-        k = corner_offsets(disc.dim)
-        corner = jnp.minimum(i.astype(jnp.int32)[:, None, :] + k[None], n - 1)   # (P, 2^d, d)
-        w = jnp.ones(corner.shape[:2], dtype)
-        for a in range(disc.dim):
-            w = w * jnp.where(k[None, :, a] == 1, t[:, None, a], 1 - t[:, None, a])
-        ravel = lambda idx: jnp.ravel_multi_index(tuple(jnp.moveaxis(idx, -1, 0)), g.shape, mode="clip")  # noqa: E731
-        flat = ravel(corner)
-        xs = jax.lax.stop_gradient(x)
-        faces = voxel_faces(g)
-        own = jnp.stack([jnp.clip(jnp.searchsorted(jnp.asarray(f, dtype), xs[:, a], side="right") - 1, 0, len(f) - 2)
-                         for a, f in enumerate(faces)], axis=1).astype(jnp.int32)
-        inside = jnp.all(jnp.stack([(xs[:, a] >= f[0]) & (xs[:, a] <= f[-1]) for a, f in enumerate(faces)], 1), axis=1)
+        own, inside = containing(jax.lax.stop_gradient(x), g, xp=jnp)
+        tissue = None
         if not disc.tissue.all():
             tissue = jnp.asarray(disc.tissue.reshape(-1))
-            own_flat = ravel(own)
-            inside = inside & tissue[own_flat]
-            keep = tissue[flat]
-            w = jnp.where(keep, w, 0.0)
-            total = w[:, 0]
-            for j in range(1, w.shape[1]):
-                total = total + w[:, j]
-            w = w / jnp.where(inside, total, 1.0)[:, None]
-            flat = jnp.where(keep, flat, own_flat[:, None])
+            inside = inside & tissue[jnp.ravel_multi_index(tuple(own.T), g.shape, mode="clip")]
+        flat, w = trilinear_weights(x, origin=g.origin, spacing=g.spacing, shape=g.shape, tissue=tissue, own=own,
+                                    xp=jnp)
         w = jnp.where(inside[:, None], w, jnp.nan)
         return cls(name=name, nodes=flat.astype(jnp.int32), weights=w / g.voxel_volume)
 
