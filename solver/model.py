@@ -222,8 +222,8 @@ class Model(eqx.Module):
 
     def loss_rates(self, params: Params) -> dict:
         """First-order loss rates (1/s) by mechanism, as fields broadcastable to the state:
-        decay k, uptake sum_r w_ir u_r and capillary clearance sum_r w_ir a_r. Their sum is the
-        kappa of reactions.py; the budget reports each one."""
+        decay k, uptake sum_r w_ir u_r and capillary clearance sum_r w_ir a_r (the budget
+        reports each one)."""
         space = self.space
         shape = (-1,) + (1,) * len(space.shape)
         clearance = params.clearance if params.clearance is not None else jnp.zeros_like(params.uptake)
@@ -233,13 +233,28 @@ class Model(eqx.Module):
     def has_robin(self, params: Params) -> bool:
         return params.robin is not None and bool(self.boundaries)
 
-    def operator(self, params: Params):
-        """The diffusion operator's coefficients for these params: conductances from D and, with
-        Robin coefficients, the boundary sink r_i = sum_b beta_b A_ib / m_i on the diagonal (the
-        lumped boundary mass term of K, so that it is integrated with the diffusion, not split)."""
-        g = self.space.conductances(params.D)
+    def losses_in_operator(self, params: Params) -> bool:
+        """Whether decay, uptake and clearance are in the diffusion operator (every model but those
+        with ECM binding, whose stiff free/bound exchange integrates them with the reactions:
+        kinetics.py; tests/test_stiff_binding.py measures why)."""
+        return params.binding is None
+
+    def operator_sinks(self, params: Params) -> dict:
+        """The loss rates inside the operator, by budget name: decayed, taken_up, cleared (unless
+        binding takes them) and to_boundary (Robin: sum_b beta_b A_ib / m_i)."""
+        sinks = dict(self.loss_rates(params)) if self.losses_in_operator(params) else {}
         if self.has_robin(params):
-            g = self.space.with_sink(g, self.space.per_boundary(params.robin))
+            sinks["to_boundary"] = self.space.per_boundary(params.robin)
+        return sinks
+
+    def operator(self, params: Params):
+        """The operator L c = -M^{-1} K(D) c - r c for these params: conductances from D and every
+        linear loss r of `operator_sinks` on the diagonal (Robin as the lumped boundary mass term of
+        K), so that they are integrated with the diffusion, not split from it."""
+        g = self.space.conductances(params.D)
+        sinks = self.operator_sinks(params)
+        if sinks:
+            g = self.space.with_sink(g, sum(sinks.values()))
         return g
 
     def total(self, c):

@@ -32,10 +32,12 @@ import numpy as np
 from .model import Model
 from .params import Params
 from .kinetics import step as kinetics_step
-from .reactions import react
+from .controller import PIDController
 from .steppers import RTOL, AbstractStepper, make_stepper
 
-SUCCESS, UNSTABLE, CG_FAILED, NONFINITE, NEGATIVE = 0, 1, 2, 3, 4
+import equinox.internal as eqxi
+
+SUCCESS, UNSTABLE, CG_FAILED, NONFINITE, NEGATIVE, MAX_STEPS = 0, 1, 2, 3, 4, 5
 STATUS_MESSAGES = {
     SUCCESS: "success",
     UNSTABLE: "time step past the explicit stepper's stability limit for these parameters",
@@ -43,6 +45,7 @@ STATUS_MESSAGES = {
     NONFINITE: "non-finite values in the solution",
     NEGATIVE: ("a step removed more of a factor than the field held (negative total; the positivity "
                "limiter cannot repair it): take a smaller dt, or method='rkl2' against strong sinks"),
+    MAX_STEPS: "the error-controlled steps did not reach t_end within max_steps: raise max_steps or rtol",
 }
 
 #: Number of times the compiled program was traced, by stepper name (tests use it to show no retracing).
@@ -176,14 +179,24 @@ def plan(model: Model, params: Params, *, dt: float, method="rkl2") -> AbstractS
     return make_stepper(method).plan(rho, float(dt))
 
 
-def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=None, method="rkl2",
-             observe: Callable | None = None, c0=None, b0=None, budget: bool = False, positive: bool = True,
-             checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None,
-             t0: float = 0.0, metrics=None, metrics0=None) -> Solution:
+def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = None, save_at=None,
+             method=None, observe: Callable | None = None, c0=None, b0=None, budget: bool = False,
+             positive: bool = True, checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None,
+             t0: float = 0.0, metrics=None, metrics0=None, rtol: float | None = None, atol: float | None = None,
+             dt0: float | None = None, dt_max: float | None = None, max_steps: int | None = None,
+             controller: PIDController | None = None) -> Solution:
     """Integrate the model from c0 (default zero) at time t0 (default 0) to t_end.
 
-    t_end, dt, save_at: seconds; save intervals are cut into equal steps no longer than dt.
-    method: "rkl2" (default), "cn", "euler" or a stepper instance (RKL2(s=...), CrankNicolson(tol=...)).
+    Steps: either fixed, dt (s): save intervals are cut into equal steps no longer than dt; or
+    error-controlled, rtol (with atol, dt0, dt_max, max_steps, or a `PIDController` as controller):
+    each step's local error is estimated (TR-BDF2's embedded third-order solution when the step is
+    the diffusion stepper alone, else step doubling) and the next step chosen by the controller;
+    save times are hit exactly, and a run that needs more than max_steps tries ends with status
+    MAX_STEPS. stats then adds "rejected", "error_max" (the largest accepted scaled error, <= 1) and
+    "error_sum" (the sum of the accepted steps' relative local errors, an estimate of the relative
+    global error of a dissipative problem).
+    method: "rkl2" (default for fixed steps), "trbdf2" (default for error control), "cn", "euler", or
+    a stepper instance (RKL2(s=...), CrankNicolson(tol=...), TRBDF2(tol=...)).
     observe: f(c, t) -> pytree saved at each save time instead of the full field c (S, *shape).
     budget: also return cumulative amounts per factor: secreted, decayed, taken_up, cleared
     (and to_boundary with Robin coefficients).
@@ -197,6 +210,9 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     factors do not couple in diffusion, and one factor's stages stay in cache (default: on
     for several factors with RKL2 and CN, off for forward Euler's single pass; measured in
     benchmarks/README.md).
+    checkpoint: reverse-mode memory by checkpointing (each fixed step; the error-controlled loop
+    as equinox's checkpointed while loop). With error control, pass checkpoint=False for forward
+    mode (jax.jvp / jacfwd), which a checkpointed while loop does not support.
 
     metrics: an accumulator updated after every step, independent of save_at (running
     integrals, maxima, time above a threshold): an object with `init(c, b, t) -> acc` and
@@ -215,11 +231,27 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
         raise TypeError(f"simulate needs solver.Params, got {type(params).__name__}")
     model.check(params)
     params = normalise(params)
-    stepper = make_stepper(method)
-    save, starts, h, n = _plan(float(t_end), float(dt), save_at, float(t0))
+    adaptive = rtol is not None or controller is not None
+    if adaptive:
+        if dt is not None:
+            raise ValueError("give dt (fixed steps) or rtol (error-controlled steps), not both")
+        if controller is None:
+            extra = {k: v for k, v in (("atol", atol), ("dt0", dt0), ("dt_max", dt_max),
+                                       ("max_steps", max_steps)) if v is not None}
+            controller = PIDController(rtol=float(rtol), **{k: (int(v) if k == "max_steps" else float(v))
+                                                            for k, v in extra.items()})
+        stepper = make_stepper("trbdf2" if method is None else method)
+    else:
+        if dt is None:
+            raise ValueError("simulate needs dt (fixed steps, s) or rtol (error-controlled steps)")
+        stepper = make_stepper("rkl2" if method is None else method)
+    save, starts, h, n = _plan(float(t_end), float(dt) if not adaptive else float(t_end), save_at, float(t0))
+    h_cap = None
+    if adaptive:
+        h_cap = min(float(controller.dt_max), float(np.max(np.where(n > 0, h, 0.0))))
     if not _is_traced(params):
         rho = float(jnp.max(spectral_bound(model, params)))
-        stepper = stepper.plan(rho, float(h.max()))
+        stepper = stepper.plan(rho, h_cap if adaptive else float(h.max()))
     elif stepper.stages == 0:
         raise ValueError("RKL2 needs a fixed stage count when params are traced (inside jit/vmap/grad): "
                          "pass method=solver.plan(model, params, dt=dt), computed outside the transformation")
@@ -229,33 +261,45 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float, save_at=N
     b0 = _initial(b0, model, dtype, "b0") if params.binding is not None else None
     if metrics is not None and metrics0 is None:
         metrics0 = metrics.init(c0, b0, jnp.asarray(t0, dtype))
-    ys, final, bound, stats, bud, status, acc_m = _run(model, params, c0, b0, metrics, metrics0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
-                                         jnp.asarray(n, jnp.int32), stepper=stepper, n_max=int(n.max()),
-                                         uniform=uniform, observe=observe, budget=budget, positive=positive,
-                                         checkpoint=checkpoint, n_saves=len(save), unroll=unroll,
-                                         factor_loop=(model.n_factors > 1 and stepper.loop_factors) if factor_loop is None
-                                         else factor_loop)
+    loop = (model.n_factors > 1 and stepper.loop_factors) if factor_loop is None else factor_loop
+    opts = dict(stepper=stepper, observe=observe, budget=budget, positive=positive, checkpoint=checkpoint,
+                n_saves=len(save), factor_loop=loop)
+    if adaptive:
+        ends = starts + np.where(n > 0, h * n, 0.0)
+        first = float(np.min(np.where(n > 0, h * n, np.inf)))
+        dt_first = controller.dt0 if controller.dt0 is not None else min(60.0, first)
+        out = _run_adaptive(model, params, c0, b0, metrics, metrics0, jnp.asarray(starts, dtype),
+                            jnp.asarray(ends, dtype), jnp.asarray(dt_first, dtype), controller=controller,
+                            h_cap=h_cap, **opts)
+    else:
+        out = _run(model, params, c0, b0, metrics, metrics0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
+                   jnp.asarray(n, jnp.int32), n_max=int(n.max()), uniform=uniform, unroll=unroll, **opts)
+    ys, final, bound, stats, bud, status, acc_m = out
     return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, bound=bound, stats=stats,
                     budget=bud if budget else None, status=status, metrics=acc_m)
 
 
-@eqx.filter_jit
-def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform, observe, budget,
-         positive, checkpoint, n_saves, unroll, factor_loop):
-    TRACE_COUNT[type(stepper).__name__] += 1
+def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_loop, embedded):
+    """The pieces of one step: (acc0, step) with step(carry, t0, h) -> (carry, error field or None).
+
+    carry = (c, b, budget acc, CG iterations, CG converged, no negative total, amount limited,
+    metrics acc). The step is R(h/2) D_f(h) R(h/2) with the nonlinear reactions R (saturable
+    uptake, binding with the linear losses; kinetics.py) around the diffusion stepper D_f, whose
+    operator holds every other linear loss; without reactions it is D_f(h) alone. `embedded`: also
+    return the stepper's embedded error estimate (TR-BDF2 without reactions)."""
     space = model.space
     g = model.operator(params)
-    robin = model.has_robin(params)
+    sinks = model.operator_sinks(params)
+    in_operator = model.losses_in_operator(params)
     rates = model.loss_rates(params)
     kappa = sum(rates.values())
     shares = {k: r / jnp.where(kappa > 0, kappa, 1.0) for k, r in rates.items()}
     zero = jnp.zeros(c0.shape[0], c0.dtype)
-
     sat, bnd = params.saturable, params.binding
-    nonlinear = sat is not None or bnd is not None
-    if nonlinear:
+    reactions = sat is not None or bnd is not None
+    if reactions:
         col = lambda x: x.reshape((-1,) + (1,) * len(space.shape))  # noqa: E731
-        kin = dict(kappa=kappa, V=0.0 if sat is None else space.per_node(sat.Vmax),
+        kin = dict(kappa=0.0 if in_operator else kappa, V=0.0 if sat is None else space.per_node(sat.Vmax),
                    Km=1.0 if sat is None else col(sat.Km), kon=0.0 if bnd is None else col(bnd.kon),
                    koff=0.0 if bnd is None else col(bnd.koff), B=0.0 if bnd is None else space.per_node(bnd.capacity),
                    kdeg=0.0 if bnd is None else col(bnd.kdeg))
@@ -265,19 +309,13 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
     # stepper, whose fixed point is then the exact discrete steady state next to a point source.
     source_in_reactions = bnd is not None
 
-    def half_react(c, b, h, E, acc, f=None):
-        """Reactions over h: exact exponential when linear, kinetics.step (exponential Rosenbrock-Euler,
-        exact for linear kinetics) with saturable uptake or binding, with the source rate f when given.
-        Each mechanism's loss goes to its budget entry."""
-        if not nonlinear:
-            new = c * E
-            if budget:
-                removed = c - new  # >= 0 for c >= 0; each mechanism takes its share rate / kappa of it
-                acc = dict(acc, **{k: acc[k] + space.total(removed * shares[k]) for k in shares})
-            return new, b, acc
+    def half_react(c, b, h, acc, f=None):
+        """Reactions over h by kinetics.step (exponential Rosenbrock-Euler, exact for linear kinetics),
+        with the source rate f when given; each mechanism's loss to its budget entry."""
         new, nb, losses = kinetics_step(c, jnp.zeros_like(c) if b is None else b, h, 0.0 if f is None else f, **kin)
         if budget:
-            acc = dict(acc, **{k: acc[k] + space.total(losses["linear"] * shares[k]) for k in shares})
+            if not in_operator:
+                acc = dict(acc, **{k: acc[k] + space.total(losses["linear"] * shares[k]) for k in shares})
             acc["taken_up"] = acc["taken_up"] + space.total(losses["saturable"])
             if b is not None:
                 acc["degraded_bound"] = acc["degraded_bound"] + space.total(losses["degraded"])
@@ -292,15 +330,20 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
             f = src.add(f, (prof.cumulative(t0 + h) - prof.cumulative(t0)) / jnp.where(h > 0, h, 1.0))
         return f
 
+    def one(c, h, f, g):
+        if embedded:
+            return stepper.diffuse_with_error(space, g, c, h, f)
+        return stepper.diffuse(space, g, c, h, f) + (None,)
+
     def diffuse(c, h, f):
         if not factor_loop:
-            return stepper.diffuse(space, g, c, h, f)
-        one = lambda x: x[:, None]  # noqa: E731  keep a factor axis of length 1
-        xs = (one(c), jax.tree.map(one, g), None if f is None else one(f))
-        new, k, conv = jax.lax.map(lambda a: stepper.diffuse(space, a[1], a[0], h, a[2]), xs)
-        return new[:, 0], jnp.sum(k).astype(jnp.int32), jnp.all(conv)
+            return one(c, h, f, g)
+        add = lambda x: x[:, None]  # noqa: E731  keep a factor axis of length 1
+        xs = (add(c), jax.tree.map(add, g), None if f is None else add(f))
+        new, k, conv, err = jax.lax.map(lambda a: one(a[0], h, a[2], a[1]), xs)
+        return new[:, 0], jnp.sum(k).astype(jnp.int32), jnp.all(conv), None if err is None else err[:, 0]
 
-    def step(carry, t0, h, E):
+    def step(carry, t0, h):
         c, b, acc, its, cg_ok, ok, limited, macc = carry
         c_start, b_start = c, b
         if source_in_reactions:
@@ -309,56 +352,165 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
         else:
             f1 = f2 = None
             f = forcing(t0, h)
-        c, b, acc = half_react(c, b, 0.5 * h, E, acc, f1)
-        before = space.total(c)
-        c, k, converged = diffuse(c, h, None if source_in_reactions else f)
-        if budget and robin:  # diffusion conserves; what it lost went through the Robin boundaries
+        if reactions:
+            c, b, acc = half_react(c, b, 0.5 * h, acc, f1)
+        before = c
+        c, k, converged, err = diffuse(c, h, None if source_in_reactions else f)
+        if budget and sinks:
+            # diffusion conserves: what the step lost went to the operator's sinks, shared out in
+            # proportion to each one's trapezoidal loss h/2 sum m r_k (c_start + c_end)
             inflow = zero if (f is None or source_in_reactions) else h * space.total(f)
-            acc = dict(acc, to_boundary=acc["to_boundary"] + before + inflow - space.total(c))
+            lost = space.total(before) + inflow - space.total(c)
+            w = {k_: space.total(r * (before + c)) for k_, r in sinks.items()}
+            wsum = sum(w.values())
+            n_s = float(len(w))
+            acc = dict(acc, **{k_: acc[k_] + lost * jnp.where(wsum != 0, w[k_] / jnp.where(wsum != 0, wsum, 1.0),
+                                                                1.0 / n_s) for k_ in w})
         if positive:
             c, moved, failed = positivity_limiter(space, c)
             limited = limited + moved
             ok = ok & ~jnp.any(failed)
-        c, b, acc = half_react(c, b, 0.5 * h, E, acc, f2)
+        if reactions:
+            c, b, acc = half_react(c, b, 0.5 * h, acc, f2)
         if budget and f is not None:
             acc = dict(acc, secreted=acc["secreted"] + h * space.total(f))
         if metrics is not None:
             macc = metrics.update(macc, c_start, b_start, c, b, t0, t0 + h)
-        return c, b, acc, its + k, cg_ok & converged, ok, limited, macc
+        return (c, b, acc, its + k, cg_ok & converged, ok, limited, macc), err
 
+    names = set(rates) | set(sinks)
+    acc0 = {"secreted": zero, **{k: zero for k in sorted(names)},
+            **({"degraded_bound": zero} if bnd is not None else {})}
+    return acc0, step, g
+
+
+def _status(space, g, c, b, cg_ok, pos_ok, unstable, out_of_steps=None):
+    nonfinite = ~jnp.all(jnp.isfinite(c)) | (b is not None and ~jnp.all(jnp.isfinite(b)))
+    status = jnp.where(nonfinite, NONFINITE, jnp.where(unstable, UNSTABLE, jnp.where(
+        ~cg_ok, CG_FAILED, jnp.where(pos_ok, SUCCESS, NEGATIVE))))
+    if out_of_steps is not None:
+        status = jnp.where(out_of_steps & (status == SUCCESS), MAX_STEPS, status)
+    return status
+
+
+def _observe(observe, c, b, t):
+    if b is None:
+        return c if observe is None else observe(c, t)
+    return (c, b) if observe is None else observe(c, t, b)
+
+
+@eqx.filter_jit
+def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform,
+         observe, budget, positive, checkpoint, n_saves, unroll, factor_loop):
+    TRACE_COUNT[type(stepper).__name__] += 1
+    acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, positive=positive,
+                          factor_loop=factor_loop, embedded=False)
+    step_only = lambda carry, t0, h: step(carry, t0, h)[0]  # noqa: E731
     if checkpoint:
-        step = jax.checkpoint(step)
+        step_only = jax.checkpoint(step_only)
 
     def interval(carry, x):
         t_start, h, n = x
-        E = react(jnp.ones((), c0.dtype), kappa, 0.5 * h)  # exact half-step reaction factor, once per interval
 
         def body(carry, i):
             t0 = t_start + i.astype(h.dtype) * h
             if uniform:
-                return step(carry, t0, h, E), None
-            return jax.lax.cond(i < n, lambda c: step(c, t0, h, E), lambda c: c, carry), None
+                return step_only(carry, t0, h), None
+            return jax.lax.cond(i < n, lambda c: step_only(c, t0, h), lambda c: c, carry), None
 
         carry, _ = jax.lax.scan(body, carry, jnp.arange(n_max), unroll=unroll)
-        c, b = carry[0], carry[1]
-        t = t_start + n.astype(h.dtype) * h
-        if b is None:
-            out = c if observe is None else observe(c, t)
-        else:
-            out = (c, b) if observe is None else observe(c, t, b)
-        return carry, out
+        return carry, _observe(observe, carry[0], carry[1], t_start + n.astype(h.dtype) * h)
 
-    acc0 = {"secreted": zero, **{k: zero for k in rates}, **({"to_boundary": zero} if robin else {}),
-            **({"degraded_bound": zero} if bnd is not None else {})}
+    zero = jnp.zeros(c0.shape[0], c0.dtype)
     init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0)
     (c, b, acc, its, cg_ok, pos_ok, limited, macc), ys = jax.lax.scan(interval, init, (starts, hs, ns))
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
-    rho = space.rate_bound(g)
+    rho = model.space.rate_bound(g)
     unstable = jnp.any(jnp.max(hs) > stepper.limit(rho) * (1 + RTOL))
-    cg_failed = ~cg_ok
-    nonfinite = ~jnp.all(jnp.isfinite(c)) | (b is not None and ~jnp.all(jnp.isfinite(b)))
-    status = jnp.where(nonfinite, NONFINITE, jnp.where(unstable, UNSTABLE, jnp.where(
-        cg_failed, CG_FAILED, jnp.where(pos_ok, SUCCESS, NEGATIVE))))
+    status = _status(model.space, g, c, b, cg_ok, pos_ok, unstable)
     steps = jnp.sum(ns)
     stats = {"steps": steps, "stages": steps * stepper.stages, "cg_iterations": its, "limited": limited}
+    return ys, c, b, stats, acc, status, macc
+
+
+@eqx.filter_jit
+def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_first, *, stepper: AbstractStepper,
+                  controller: PIDController, h_cap, observe, budget, positive, checkpoint, n_saves, factor_loop):
+    TRACE_COUNT[type(stepper).__name__ + "/adaptive"] += 1
+    space = model.space
+    reactions = params.saturable is not None or params.binding is not None
+    embedded = hasattr(stepper, "diffuse_with_error") and not reactions
+    acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, positive=positive,
+                          factor_loop=factor_loop, embedded=embedded)
+    dtype = c0.dtype
+    rho = space.rate_bound(g)
+    h_limit = jnp.minimum(jnp.min(stepper.limit(rho)), h_cap).astype(dtype)
+    # order of the local error estimate: h^3 for TR-BDF2's embedded pair, h^(p+1) for step doubling
+    q = 3 if embedded else stepper.order + 1
+
+    def attempt(carry, t, h):
+        if embedded:
+            new, err = step(carry, t, h)
+            err_parts = (err,)
+        else:
+            full, _ = step(carry, t, h)
+            half, _ = step(carry, t, 0.5 * h)
+            new, _ = step(half, t + 0.5 * h, 0.5 * h)
+            scale = 1.0 / (2.0 ** stepper.order - 1.0)
+            err_parts = tuple((x - y) * scale for x, y in zip((new[0],) + (() if new[1] is None else (new[1],)),
+                                                                (full[0],) + (() if full[1] is None else (full[1],))))
+        old_y = (carry[0],) + (() if carry[1] is None else (carry[1],))
+        new_y = (new[0],) + (() if new[1] is None else (new[1],))
+        y = tuple(jnp.maximum(jnp.abs(a), jnp.abs(b_)) for a, b_ in zip(old_y, new_y))
+        e = controller.error_norm(space, err_parts, y)
+        finite = jnp.all(jnp.isfinite(new[0])) & (new[1] is None or jnp.all(jnp.isfinite(new[1])))
+        e = jnp.where(finite & new[4], e, jnp.inf)
+        return new, e
+
+    def interval(state, x):
+        t_start, t_stop = x
+
+        def cond(s):
+            carry, t, h, prev_e, n_ok, n_rej, e_max, e_sum = s
+            return (t < t_stop) & (n_ok + n_rej < controller.max_steps)
+
+        def body(s):
+            carry, t, h_prop, prev_e, n_ok, n_rej, e_max, e_sum = s
+            h_prop = jnp.minimum(h_prop, h_limit)
+            remaining = t_stop - t
+            last = h_prop >= remaining * (1 - 1e-9)
+            h = jnp.where(last, remaining, h_prop)
+            new, e = attempt(carry, t, h)
+            accept = e <= 1.0
+            factor = controller.factor(e, prev_e, q)
+            h_next = jnp.minimum(h * factor, h_limit)
+            h_next = jnp.where(accept & last, jnp.maximum(h_next, jnp.minimum(h_prop * factor, h_limit)), h_next)
+            carry = jax.tree.map(lambda a, b_: jnp.where(accept, a, b_), new, carry)
+            t = jnp.where(accept, jnp.where(last, t_stop, t + h), t)
+            rel = jnp.where(jnp.isfinite(e), e * controller.rtol, 0.0)
+            return (carry, t, h_next, jnp.where(accept, jnp.maximum(e, 1e-4), prev_e),
+                    n_ok + accept.astype(jnp.int32), n_rej + (~accept).astype(jnp.int32),
+                    jnp.where(accept, jnp.maximum(e_max, e), e_max), e_sum + jnp.where(accept, rel, 0.0))
+
+        s = (state[0], t_start) + tuple(state[1:])
+        if checkpoint:
+            s = eqxi.while_loop(cond, body, s, max_steps=controller.max_steps, kind="checkpointed")
+        else:
+            s = jax.lax.while_loop(cond, body, s)
+        carry, t = s[0], s[1]
+        return (carry,) + tuple(s[2:]), (_observe(observe, carry[0], carry[1], t), t)
+
+    zero = jnp.zeros(c0.shape[0], c0.dtype)
+    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0)
+    i0 = jnp.zeros((), jnp.int32)
+    state = (init, jnp.minimum(dt_first, h_limit), jnp.asarray(1.0, dtype), i0, i0,
+             jnp.zeros((), dtype), jnp.zeros((), dtype))
+    state, (ys, t_reached) = jax.lax.scan(interval, state, (starts, ends))
+    (c, b, acc, its, cg_ok, pos_ok, limited, macc), _, _, n_ok, n_rej, e_max, e_sum = state
+    ys = jax.tree.map(lambda y: y[:n_saves], ys)
+    out_of_steps = jnp.any(t_reached < ends)
+    status = _status(space, g, c, b, cg_ok, pos_ok, jnp.array(False), out_of_steps)
+    attempts = n_ok + n_rej
+    stats = {"steps": n_ok, "rejected": n_rej, "stages": attempts * stepper.stages * (1 if embedded else 3),
+             "cg_iterations": its, "limited": limited, "error_max": e_max, "error_sum": e_sum}
     return ys, c, b, stats, acc, status, macc

@@ -12,6 +12,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .operators import GridOperator
+
 
 def _diff_flux(c, g, axis):
     """Divergence of the face fluxes g (c_{i+1} - c_i) along `axis`, zero flux at both ends."""
@@ -57,15 +59,20 @@ class GridSpace(eqx.Module):
         return jnp.where(self.tissue, values[:, idx], 0.0)
 
     def sink(self, g):
-        return None
+        return g.sink
+
+    def with_sink(self, g, r):
+        """Add a loss rate r (broadcastable to (S, *shape)) to the operator: L c - r c."""
+        return g.with_sink(r)
 
     def per_boundary(self, values):
         raise ValueError("grids carry no tagged boundaries: Robin coefficients need a mesh")
 
     def conductances(self, D):
-        """Face conductances per factor: a tuple over axes of (S,) scalars or (S, *face_shape) arrays."""
+        """GridOperator of the face conductances per factor: a tuple over axes of (S,) scalars or
+        (S, *face_shape) arrays, and no sink."""
         if self.homogeneous:
-            return tuple(D[:, 0] * w for w in self.inv_h2)
+            return GridOperator(tuple(D[:, 0] * w for w in self.inv_h2))
         Dv = self.per_node(D)
         out = []
         for a, w in enumerate(self.inv_h2):
@@ -73,27 +80,33 @@ class GridSpace(eqx.Module):
             lo = jax.lax.slice_in_dim(Dv, 0, n - 1, axis=a + 1)
             hi = jax.lax.slice_in_dim(Dv, 1, n, axis=a + 1)
             out.append(w * 2 * lo * hi / jnp.maximum(lo + hi, jnp.finfo(Dv.dtype).tiny))
-        return tuple(out)
+        return GridOperator(tuple(out))
 
     def apply(self, c, g):
         """L c = -M^{-1} K c, the diffusion rate, for fields c of shape (S, *shape)."""
-        out = jnp.zeros_like(c)
-        for a, ga in enumerate(g):
+        out = None if g.sink is None else -g.sink * c
+        for a, ga in enumerate(g.faces):
             if self.homogeneous:
                 ga = ga.reshape((-1,) + (1,) * len(self.shape))
-            out = out + _diff_flux(c, ga, a + 1)
+            term = _diff_flux(c, ga, a + 1)
+            out = term if out is None else out + term
         return out
 
     def rate_bound(self, g):
         """Upper bound (S,) on the spectral radius of M^{-1} K (Gershgorin)."""
-        return sum(4 * (ga if self.homogeneous else jnp.max(ga.reshape(ga.shape[0], -1), axis=1)) for ga in g)
+        bound = sum(4 * (ga if self.homogeneous else jnp.max(ga.reshape(ga.shape[0], -1), axis=1)) for ga in g.faces)
+        if g.sink is not None:
+            r = jnp.broadcast_to(g.sink, (bound.shape[0],) + tuple(self.shape))
+            bound = bound + jnp.max(r.reshape(r.shape[0], -1), axis=1)
+        return bound
 
     def diagonal(self, g):
         """Diagonal of M^{-1} K, broadcastable to (S, *shape)."""
+        sink = 0.0 if g.sink is None else g.sink
         if self.homogeneous:
-            return sum(2 * ga for ga in g).reshape((-1,) + (1,) * len(self.shape))
-        out = 0.0
-        for a, ga in enumerate(g):
+            return sum(2 * ga for ga in g.faces).reshape((-1,) + (1,) * len(self.shape)) + sink
+        out = sink
+        for a, ga in enumerate(g.faces):
             pad = [(0, 0)] * ga.ndim
             pad[a + 1] = (1, 0)
             out = out + jnp.pad(ga, pad)

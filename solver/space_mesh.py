@@ -22,6 +22,8 @@ import jax.numpy as jnp
 
 from geometry.discretise import positive_conductances
 
+from .operators import MeshOperator
+
 LAYOUTS = ("csr", "padded")
 
 
@@ -67,15 +69,14 @@ class MeshSpace(eqx.Module):
 
     def with_sink(self, g, r):
         """Add a nodal loss rate r (S, N) to the operator's diagonal: L c - r c."""
-        w, d, _ = g
-        return w, d + r, r
+        return g.with_sink(jnp.broadcast_to(r, g.d.shape))
 
     def sink(self, g):
         """The diagonal sink of the operator (S, N), or None."""
-        return g[2]
+        return g.sink
 
     def conductances(self, D):
-        """(w, d, None): per-layout weights w_ij = g_e / m_i, (S, 2E) or (S, N, K), the diagonal
+        """MeshOperator(w, d, None): per-layout weights w_ij = g_e / m_i, (S, 2E) or (S, N, K), the diagonal
         d = row sums of w (S, N), and no sink (see `with_sink`); g_e -> max(g_e, 0) with the
         "m-matrix" operator."""
         g = positive_conductances(D @ self.couplings.T, self.operator)  # (S, E)
@@ -83,7 +84,7 @@ class MeshSpace(eqx.Module):
             w = g[:, self.csr_edge] / self.mass_[self.csr_row]
         else:
             w = jnp.pad(g, ((0, 0), (0, 1)))[:, self.nbr_edge] / self.mass_[:, None]
-        return w, self._row_sum(w), None
+        return MeshOperator(w, self._row_sum(w))
 
     def _row_sum(self, w):
         if self.layout == "csr":
@@ -92,7 +93,7 @@ class MeshSpace(eqx.Module):
         return jnp.sum(w, axis=-1)
 
     def apply(self, c, g):
-        w, d, _ = g
+        w, d = g.w, g.d
         if self.layout == "csr":
             n = self.shape[0]
             gathered = jax.vmap(lambda ck, wk: jax.ops.segment_sum(wk * ck[self.csr_col], self.csr_row, n,
@@ -103,11 +104,11 @@ class MeshSpace(eqx.Module):
 
     def rate_bound(self, g):
         """Upper bound (S,) on the spectral radius of M^{-1} K (Gershgorin: |d_i| + sum_j |w_ij|)."""
-        w, d, _ = g
+        w, d = g.w, g.d
         return jnp.max(jnp.abs(d) + self._row_sum(jnp.abs(w)), axis=1)
 
     def diagonal(self, g):
-        return g[1]
+        return g.d
 
     def mass(self, dtype):
         return self.mass_.astype(dtype)

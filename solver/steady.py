@@ -1,8 +1,9 @@
 """Steady states with the sources' rates frozen at a time t.
 
-    (K + M kappa) c = f(t)     i.e.   m_i (kappa_i c_i - (L c)_i) = m_i s_i(t),
+    (K + M r) c = f(t)     i.e.   -m_i (L c)_i = m_i s_i(t),
 
-a symmetric positive definite system (kappa > 0 somewhere) solved by
+with L the model's operator, every linear loss r (decay, uptake, clearance, Robin)
+on its diagonal: a symmetric positive definite system (r > 0 somewhere) solved by
 Jacobi-preconditioned CG; differentiable through `jax.lax.custom_linear_solve`.
 """
 
@@ -35,17 +36,16 @@ def steady_state(model: Model, params: Params, *, t: float = 0.0, tol: float | N
     tol = tol or (1e-10 if dtype == jnp.float64 else 1e-5)
     g = model.operator(params)
     shape = model.state_shape
-    kappa = sum(model.loss_rates(params).values())
     m = space.cg_mass(dtype)
     m = m.reshape((1,) * (len(shape) - m.ndim) + m.shape) if m.ndim else m
     rate = jnp.zeros(shape, dtype)
     t = jnp.asarray(t, dtype)
     for src, prof in zip(model.sources, params.sources):
         rate = src.add(rate, prof.rate_at(t))
-    diag = jnp.broadcast_to(m * (kappa + space.diagonal(g)), shape)
+    diag = jnp.broadcast_to(m * space.diagonal(g), shape)
 
     def matvec(x):
-        return m * (kappa * x - space.apply(x, g))
+        return m * -space.apply(x, g)
 
     def solve(mv, b):
         return _pcg(mv, b, diag, tol, maxiter)

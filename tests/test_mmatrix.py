@@ -174,7 +174,7 @@ def test_scenario_operator_reaches_the_model(tmp_path, line, want):
     assert s.data["geometry"]["operator"] == want
     built = B.build(s)
     assert built.model.space.operator == want
-    w = built.model.operator(built.params)[0]
+    w = built.model.operator(built.params).w
     assert (float(w.min()) >= 0) == (want == "m-matrix")
 
 

@@ -13,7 +13,7 @@ def test_grid_faces_use_the_harmonic_mean_and_close_non_tissue():
                           mask=lambda x: ~((x[..., 0] > 0.75) & (x[..., 1] > 0.25)))
     model = solver.Model(geometry.discretise(g))
     D1, D2 = 2.0, 0.5
-    gx, gy = model.space.conductances(jnp.array([[D1, D2]]))
+    gx, gy = model.space.conductances(jnp.array([[D1, D2]])).faces
     h = 0.25
     np.testing.assert_allclose(gx[0, 0, 0], D1 / h ** 2)                           # inside region a
     np.testing.assert_allclose(gx[0, 1, 0], 2 * D1 * D2 / (D1 + D2) / h ** 2)       # a | b interface
