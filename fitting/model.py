@@ -16,6 +16,10 @@ import solver
 
 from .data import Observations
 
+#: the fixed step (s) of fits and sweeps when a scenario asks for error-controlled steps: one
+#: program of fixed structure for every member and every forward-mode derivative
+FIXED_DT_FALLBACK = 60.0
+
 
 class Predictor:
     def __init__(self, built, obs: Observations, *, method=None, dt=None, stepper=None):
@@ -44,7 +48,7 @@ class Predictor:
             dose[s] = injected if injected > 0 else 1.0
         self.scale = np.array([1.0 / dose[s] if q == "percent_dose" else 1.0 for q, s in zip(obs.quantity, self.fac)])
         self.needs_pde = not self.is_cells.all()
-        self.dt = float(dt or d["time"]["dt"])
+        self.dt = float(dt or d["time"]["dt"] or FIXED_DT_FALLBACK)   # fits take fixed steps (jacfwd, vmap)
         self.method = method or d["time"]["method"]
         self.stepper = stepper
         if probes:

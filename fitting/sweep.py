@@ -22,6 +22,7 @@ import numpy as np
 
 import solver
 
+from .model import FIXED_DT_FALLBACK
 from .parameters import resolve
 
 PG_PER_ML = 1e3
@@ -69,7 +70,7 @@ def sweep(built, vary: dict, *, zip_values: bool = False, shard: bool = True, dt
     from paracrine.scenario import save_times
 
     ts = save_times(built.scenario)
-    dt = float(dt or d["time"]["dt"])
+    dt = float(dt or d["time"]["dt"] or FIXED_DT_FALLBACK)   # one fixed-step program for every member
     hi = params0
     for p, col in zip(free, grid.T):  # plan the explicit stepper for the largest D in the sweep
         if p.name.split(".")[1:2] == ["D"]:

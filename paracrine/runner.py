@@ -176,7 +176,11 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     d = scenario.data
     ts = save_times(scenario)
     chunks = chunk_plan(ts, d["output"]["interval"], d["time"]["chunk"])
-    stepper = solver.plan(model, params, dt=d["time"]["dt"], method=d["time"]["method"])
+    fixed = d["time"]["dt"] is not None
+    # fixed steps: the stepper planned once (RKL2's stage count); error control: simulate plans it
+    stepper = (solver.plan(model, params, dt=d["time"]["dt"], method=d["time"]["method"]) if fixed
+               else d["time"]["method"])
+    steps_kw = dict(dt=d["time"]["dt"]) if fixed else dict(rtol=d["time"]["rtol"])
     S, R = model.n_factors, model.n_regions
     share = _region_share(disc)
     mass = np.asarray(disc.mass, float).reshape(-1)
@@ -202,6 +206,8 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
                  "budget": json.loads(str(z["budget"])),
                  "steps": int(z["steps"]), "stages": int(z["stages"]), "limited": z["limited"],
                  "chunk": int(z["chunk"]), "status": int(z["status"])}
+        if "control" in z.files:   # the step controller's counts (error-controlled runs)
+            state.update(rejected=int(z["control"][0]), error_max=float(z["control"][1]), h_max=float(z["control"][2]))
     if resume:
         log(f"resuming {part}: {state['chunk']} of {len(chunks)} chunks done (day {ts[chunks[state['chunk'] - 1][1] - 1] / DAY:.2f})"
             if state["chunk"] else f"resuming {part}: no checkpoint yet, starting over")
@@ -220,8 +226,8 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
         i, j = chunks[ci]
         t0 = 0.0 if i == 0 else float(ts[i - 1])
         tc = time.perf_counter()
-        sol = solver.simulate(model, params, t0=t0, t_end=float(ts[j - 1]), dt=d["time"]["dt"], save_at=ts[i:j],
-                              method=stepper, c0=c, b0=b, budget=True, metrics=exposure, metrics0=acc)
+        sol = solver.simulate(model, params, t0=t0, t_end=float(ts[j - 1]), save_at=ts[i:j], method=stepper,
+                              c0=c, b0=b, budget=True, metrics=exposure, metrics0=acc, **steps_kw)
         ys = sol.ys
         cf, bf = (ys if binding else (ys, None))
         cf = np.asarray(cf, float)                   # (T_k, S, *space)
@@ -248,6 +254,9 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
             state["budget"][k] = (np.asarray(state["budget"].get(k, np.zeros(S))) + np.asarray(v, float)).tolist()
         state["steps"] += int(sol.stats["steps"])
         state["stages"] += int(sol.stats["stages"])
+        state["rejected"] = state.get("rejected", 0) + int(sol.stats.get("rejected", 0))
+        state["error_max"] = max(state.get("error_max", 0.0), float(sol.stats.get("error_max", 0.0)))
+        state["h_max"] = max(state.get("h_max", 0.0), float(sol.stats.get("h_max", 0.0)))
         state["limited"] = np.asarray(state["limited"]) + np.asarray(sol.stats["limited"], float)
         state["status"] = state["status"] or int(sol.status)   # the first failure is the one to report
         state["chunk"] = ci + 1
@@ -274,7 +283,8 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     final_c, final_b = np.asarray(c, float), (None if b is None else np.asarray(b, float))
     result = report.Result(built=built, ts=ts, stats=stats, snap_idx=snap_idx, snaps=snaps, snaps_b=snaps_b,
                            exposure={k: np.asarray(v, float) for k, v in acc.items()},
-                           step_s=float(solver.step_lengths(ts[-1], d["time"]["dt"], ts).max()),
+                           step_s=(float(solver.step_lengths(ts[-1], d["time"]["dt"], ts).max()) if fixed
+                                   else state["h_max"]),
                            budget={k: np.asarray(v) for k, v in state["budget"].items()},
                            final_c=final_c, final_b=final_b, W=W, share=share, status=state["status"],
                            steps=state["steps"], stages=state["stages"], limited=np.asarray(state["limited"]))
@@ -284,6 +294,11 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     run_info = {"scenario": d, "source": scenario.source, "versions": _versions(), "device": _device(),
                 "precision": "double" if np.dtype(dtype) == np.float64 else "single",
                 "stepper": repr(stepper), "steps": state["steps"], "stages": state["stages"],
+                **({} if fixed else {"steps_rejected": state.get("rejected", 0), "rtol": d["time"]["rtol"],
+                                     "error_estimate": {"largest_scaled_local_error": state.get("error_max", 0.0),
+                                                        "largest_relative_local_error":
+                                                            state.get("error_max", 0.0) * d["time"]["rtol"]},
+                                     "longest_step_s": state.get("h_max", 0.0)}),
                 "status": solver.STATUS_MESSAGES[state["status"]], "chunks": len(chunks),
                 "resumed": bool(resume), "geometry": _geometry_info(geom), "timings": timings}
     _atomic_text(part / "run.json", json.dumps(run_info, indent=1, default=float))
@@ -308,7 +323,8 @@ def _checkpoint(ckdir: Path, pending: list, state: dict, c, b) -> None:
     arrays = {"n_records": np.array(len(pending)), "c": np.asarray(c), "b": np.zeros(0) if b is None else np.asarray(b),
               "budget": json.dumps(state["budget"]), "steps": np.array(state["steps"]),
               "stages": np.array(state["stages"]), "limited": np.asarray(state["limited"]),
-              "chunk": np.array(state["chunk"]), "status": np.array(state["status"])}
+              "chunk": np.array(state["chunk"]), "status": np.array(state["status"]),
+              "control": np.array([state.get("rejected", 0), state.get("error_max", 0.0), state.get("h_max", 0.0)])}
     arrays.update({f"metrics.{k}": np.asarray(v) for k, v in state["metrics"].items()})
     for k, r in enumerate(pending):
         for key in ("stats", "snap_idx", "snaps", "snaps_b"):

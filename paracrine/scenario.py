@@ -25,7 +25,8 @@ from .units import ScenarioError, suggest
 __all__ = ["POINT_ROUTES", "ROUTES", "Scenario", "ScenarioError", "default", "default_text", "load", "loads",
            "save_times"]
 
-METHODS = ("rkl2", "cn", "euler")
+METHODS = ("trbdf2", "rkl2", "cn", "euler")
+DEFAULT_RTOL = 1e-3
 LV_REGIONS = ("remote", "border", "core")
 LV_BOUNDARIES = ("endo", "epi", "base")
 
@@ -66,7 +67,11 @@ GEOMETRY_KEYS = {
                 "obtuse cells removed: no undershoots from the operator, but a few % error that refinement does not "
                 "remove)",
 }
-TIME_KEYS = {"end": "simulated time", "dt": "time step (default 60 s)", "method": "rkl2 (default), cn or euler",
+TIME_KEYS = {"end": "simulated time",
+             "rtol": "relative tolerance of the error-controlled steps (default 1e-3; the achieved error of "
+                     "the region means is about this or less)",
+             "dt": "a fixed time step instead of error control (e.g. \"60 s\")",
+             "method": "trbdf2 (default with rtol), rkl2 (default with dt), cn or euler",
              "chunk": "simulated time per compiled chunk, the checkpoint granularity (default 1 d)"}
 OUTPUT_KEYS = {"interval": "time-course interval (default 1 h)", "fields": "field snapshot interval (default 12 h)",
                "maps": "times of the short-axis maps", "exposure": "time above threshold that counts as exposed (default 24 h)"}
@@ -122,10 +127,21 @@ def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
 
     t = rd.table(raw["time"], "time", TIME_KEYS, required=("end",))
     end = rd.quantity(t["end"], "time.end", "time", strict=True)
-    dt = rd.quantity(t.get("dt", "60 s"), "time.dt", "time", strict=True)
-    if dt > end:
-        raise rd.error("time.dt", f" = {t.get('dt')!r} is longer than time.end; allowed: 0 < dt <= end")
-    out["time"] = {"end": end, "dt": dt, "method": rd.choice(t.get("method", "rkl2"), "time.method", METHODS),
+    if "dt" in t and "rtol" in t:
+        raise rd.error("time", " gives both dt and rtol; allowed: dt (fixed steps) or rtol (error-controlled "
+                               "steps, the default), not both")
+    dt = rtol = None
+    if "dt" in t:
+        dt = rd.quantity(t["dt"], "time.dt", "time", strict=True)
+        if dt > end:
+            raise rd.error("time.dt", f" = {t.get('dt')!r} is longer than time.end; allowed: 0 < dt <= end")
+    else:
+        rtol = t.get("rtol", DEFAULT_RTOL)
+        if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not (0 < rtol < 1):
+            raise rd.error("time.rtol", f" = {rtol!r}; allowed: a number in (0, 1), e.g. 1e-3")
+        rtol = float(rtol)
+    method = rd.choice(t.get("method", "rkl2" if dt is not None else "trbdf2"), "time.method", METHODS)
+    out["time"] = {"end": end, "dt": dt, "rtol": rtol, "method": method,
                    "chunk": rd.quantity(t.get("chunk", "1 d"), "time.chunk", "time", strict=True)}
 
     o = rd.table(raw.get("output", {}), "output", OUTPUT_KEYS)

@@ -12,7 +12,8 @@ from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound,
 from .therapy import Bolus, CellSecretion, spread_sites
 from .steady import SteadyState, steady_state
 from .sources import AbstractSource, FieldSource, PointSource
-from .steppers import (AbstractStepper, CrankNicolson, ForwardEuler, RKL2, StabilityError, rkl2_coefficients,
+from .controller import PIDController
+from .steppers import (TRBDF2, AbstractStepper, CrankNicolson, ForwardEuler, RKL2, StabilityError, rkl2_coefficients,
                        rkl2_stages)
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Exposure",
     "observe",
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "Exponential",
+    "PIDController", "TRBDF2",
     "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "PointSource", "RKL2",
     "STATUS_MESSAGES", "Solution", "StabilityError", "field_source", "point_source", "rkl2_coefficients",
     "rkl2_stages", "simulate", "spectral_bound", "step_lengths", "SteadyState", "steady_state", "plan",

@@ -62,7 +62,7 @@ class PIDController(eqx.Module):
 
     def factor(self, err, prev_err, order: int):
         """The step's growth factor from this step's scaled error and the previous accepted one's."""
-        k = float(order)
+        k = order
         b1, b2 = self.icoeff + self.pcoeff, -self.pcoeff
         tiny = 1e-10
         inv = 1.0 / jnp.maximum(err, tiny)

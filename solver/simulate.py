@@ -33,7 +33,7 @@ from .model import Model
 from .params import Params
 from .kinetics import step as kinetics_step
 from .controller import PIDController
-from .steppers import RTOL, AbstractStepper, make_stepper
+from .steppers import RTOL, AbstractStepper, linear_forcing, make_stepper
 
 import equinox.internal as eqxi
 
@@ -192,9 +192,9 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     each step's local error is estimated (TR-BDF2's embedded third-order solution when the step is
     the diffusion stepper alone, else step doubling) and the next step chosen by the controller;
     save times are hit exactly, and a run that needs more than max_steps tries ends with status
-    MAX_STEPS. stats then adds "rejected", "error_max" (the largest accepted scaled error, <= 1) and
-    "error_sum" (the sum of the accepted steps' relative local errors, an estimate of the relative
-    global error of a dissipative problem).
+    MAX_STEPS. stats then adds "rejected" (steps tried and refused), "error_max" (the largest scaled
+    local error of an accepted step, <= 1; times rtol, the largest relative local error) and "h_max"
+    (the longest step taken, s).
     method: "rkl2" (default for fixed steps), "trbdf2" (default for error control), "cn", "euler", or
     a stepper instance (RKL2(s=...), CrankNicolson(tol=...), TRBDF2(tol=...)).
     observe: f(c, t) -> pytree saved at each save time instead of the full field c (S, *shape).
@@ -339,7 +339,7 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
         if not factor_loop:
             return one(c, h, f, g)
         add = lambda x: x[:, None]  # noqa: E731  keep a factor axis of length 1
-        xs = (add(c), jax.tree.map(add, g), None if f is None else add(f))
+        xs = (add(c), jax.tree.map(add, g), None if f is None else jax.tree.map(add, f))
         new, k, conv, err = jax.lax.map(lambda a: one(a[0], h, a[2], a[1]), xs)
         return new[:, 0], jnp.sum(k).astype(jnp.int32), jnp.all(conv), None if err is None else err[:, 0]
 
@@ -351,7 +351,11 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
             f = None if f1 is None else 0.5 * (f1 + f2)
         else:
             f1 = f2 = None
-            f = forcing(t0, h)
+            if getattr(stepper, "linear_sources", False) and model.sources:
+                f = linear_forcing(forcing(t0, 0.5 * h), forcing(t0 + 0.5 * h, 0.5 * h))
+            else:
+                f = forcing(t0, h)
+        f_mean = f[0] if isinstance(f, tuple) else f
         if reactions:
             c, b, acc = half_react(c, b, 0.5 * h, acc, f1)
         before = c
@@ -359,7 +363,7 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
         if budget and sinks:
             # diffusion conserves: what the step lost went to the operator's sinks, shared out in
             # proportion to each one's trapezoidal loss h/2 sum m r_k (c_start + c_end)
-            inflow = zero if (f is None or source_in_reactions) else h * space.total(f)
+            inflow = zero if (f is None or source_in_reactions) else h * space.total(f_mean)
             lost = space.total(before) + inflow - space.total(c)
             w = {k_: space.total(r * (before + c)) for k_, r in sinks.items()}
             wsum = sum(w.values())
@@ -373,7 +377,7 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
         if reactions:
             c, b, acc = half_react(c, b, 0.5 * h, acc, f2)
         if budget and f is not None:
-            acc = dict(acc, secreted=acc["secreted"] + h * space.total(f))
+            acc = dict(acc, secreted=acc["secreted"] + h * space.total(f_mean))
         if metrics is not None:
             macc = metrics.update(macc, c_start, b_start, c, b, t0, t0 + h)
         return (c, b, acc, its + k, cg_ok & converged, ok, limited, macc), err
@@ -447,6 +451,22 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
     h_limit = jnp.minimum(jnp.min(stepper.limit(rho)), h_cap).astype(dtype)
     # order of the local error estimate: h^3 for TR-BDF2's embedded pair, h^(p+1) for step doubling
     q = 3 if embedded else stepper.order + 1
+    # memory of the problem: errors made longer ago than tau have decayed. A local error e is charged
+    # e * max(1, tau / h) (error per unit step over tau): then the error at a save time, the sum of
+    # the earlier local errors, each decayed since, is about rtol whatever the number of steps
+    # (controlling e alone gives a global error ~ rtol^(2/3), growing against rtol as rtol falls).
+    # tau = (1 - exp(-r T)) / r over the run's length T with r the smallest linear loss rate (a lower
+    # bound of the operator's smallest eigenvalue, so errors are not assumed to decay faster than
+    # they do); with binding, whose bound pool has a memory of its own, tau = T.
+    span = ends[-1] - starts[0]
+    if model.losses_in_operator(params):
+        kappa = sum(model.loss_rates(params).values())
+        r_min = jnp.min(jnp.broadcast_to(kappa, c0.shape))
+        x = r_min * span   # tau = int_0^span exp(-r_min s) ds, the weight a constant error rate accumulates
+        tau = jnp.where(x > 1e-6, -jnp.expm1(-x) / jnp.where(x > 1e-6, r_min, 1.0), span)
+    else:
+        tau = span
+    tau = jax.lax.stop_gradient(tau)
 
     def attempt(carry, t, h):
         if embedded:
@@ -464,33 +484,37 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
         y = tuple(jnp.maximum(jnp.abs(a), jnp.abs(b_)) for a, b_ in zip(old_y, new_y))
         e = controller.error_norm(space, err_parts, y)
         finite = jnp.all(jnp.isfinite(new[0])) & (new[1] is None or jnp.all(jnp.isfinite(new[1])))
-        e = jnp.where(finite & new[4], e, jnp.inf)
+        # (a CG failure is not a reason to reject here: under jacfwd the tangent solves' flags are
+        # batched and would batch the step sequence; it is reported in the status)
+        e = jnp.where(finite, e, jnp.inf)
         return new, e
 
     def interval(state, x):
         t_start, t_stop = x
 
         def cond(s):
-            carry, t, h, prev_e, n_ok, n_rej, e_max, e_sum = s
+            carry, t, h, prev_e, n_ok, n_rej, e_max, h_max = s
             return (t < t_stop) & (n_ok + n_rej < controller.max_steps)
 
         def body(s):
-            carry, t, h_prop, prev_e, n_ok, n_rej, e_max, e_sum = s
+            carry, t, h_prop, prev_e, n_ok, n_rej, e_max, h_max = s
             h_prop = jnp.minimum(h_prop, h_limit)
             remaining = t_stop - t
             last = h_prop >= remaining * (1 - 1e-9)
             h = jnp.where(last, remaining, h_prop)
             new, e = attempt(carry, t, h)
+            # the step sequence is a choice, not a function to differentiate: derivatives are those of
+            # the discrete solution on the steps taken (the discrete adjoint)
+            e = jax.lax.stop_gradient(e * jnp.maximum(1.0, tau / h))
             accept = e <= 1.0
-            factor = controller.factor(e, prev_e, q)
+            factor = controller.factor(e, prev_e, jnp.where(tau > h, q - 1, q))
             h_next = jnp.minimum(h * factor, h_limit)
             h_next = jnp.where(accept & last, jnp.maximum(h_next, jnp.minimum(h_prop * factor, h_limit)), h_next)
             carry = jax.tree.map(lambda a, b_: jnp.where(accept, a, b_), new, carry)
             t = jnp.where(accept, jnp.where(last, t_stop, t + h), t)
-            rel = jnp.where(jnp.isfinite(e), e * controller.rtol, 0.0)
             return (carry, t, h_next, jnp.where(accept, jnp.maximum(e, 1e-4), prev_e),
                     n_ok + accept.astype(jnp.int32), n_rej + (~accept).astype(jnp.int32),
-                    jnp.where(accept, jnp.maximum(e_max, e), e_max), e_sum + jnp.where(accept, rel, 0.0))
+                    jnp.where(accept, jnp.maximum(e_max, e), e_max), jnp.where(accept, jnp.maximum(h_max, h), h_max))
 
         s = (state[0], t_start) + tuple(state[1:])
         if checkpoint:
@@ -506,11 +530,11 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
     state = (init, jnp.minimum(dt_first, h_limit), jnp.asarray(1.0, dtype), i0, i0,
              jnp.zeros((), dtype), jnp.zeros((), dtype))
     state, (ys, t_reached) = jax.lax.scan(interval, state, (starts, ends))
-    (c, b, acc, its, cg_ok, pos_ok, limited, macc), _, _, n_ok, n_rej, e_max, e_sum = state
+    (c, b, acc, its, cg_ok, pos_ok, limited, macc), _, _, n_ok, n_rej, e_max, h_max = state
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
     out_of_steps = jnp.any(t_reached < ends)
     status = _status(space, g, c, b, cg_ok, pos_ok, jnp.array(False), out_of_steps)
     attempts = n_ok + n_rej
     stats = {"steps": n_ok, "rejected": n_rej, "stages": attempts * stepper.stages * (1 if embedded else 3),
-             "cg_iterations": its, "limited": limited, "error_max": e_max, "error_sum": e_sum}
+             "cg_iterations": its, "limited": limited, "error_max": e_max, "h_max": h_max}
     return ys, c, b, stats, acc, status, macc

@@ -52,9 +52,13 @@ def test_uniform_field_loses_to_each_mechanism_in_proportion():
     params = model.params(D=1e-3, decay=0.01, uptake=0.02, clearance=0.03)
     sol = solver.simulate(model, params, t_end=10.0, dt=1.0, c0=np.ones(model.state_shape), budget=True)
     b = {k: float(v[0]) for k, v in sol.budget.items()}
-    np.testing.assert_allclose(np.asarray(sol.final), np.exp(-0.06 * 10.0), rtol=1e-12)
-    np.testing.assert_allclose([b["decayed"], b["taken_up"], b["cleared"]],
-                               np.array([1, 2, 3]) / 6 * (1 - np.exp(-0.6)), rtol=1e-12)
+    final = np.asarray(sol.final)
+    # the losses are in the operator: the uniform field decays by RKL2's stability function, second
+    # order against exp (kappa h = 0.06), and the lost amount splits 1 : 2 : 3 exactly
+    assert np.ptp(final) <= 1e-14
+    np.testing.assert_allclose(final, np.exp(-0.06 * 10.0), rtol=1e-3)
+    lost = (1 - final.flat[0]) * 1.0
+    np.testing.assert_allclose([b["decayed"], b["taken_up"], b["cleared"]], np.array([1, 2, 3]) / 6 * lost, rtol=1e-12)
 
 
 def test_steady_state_with_clearance_and_robin_matches_time_marching():

@@ -1,0 +1,198 @@
+"""Linear losses inside the operator, TR-BDF2, and error-controlled steps (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import geometry
+import solver
+from helpers import cosine_mode, slope
+
+REGIONS = {"remote": True, "border": geometry.halfspace(0, 0.5)}
+
+
+def every_sink():
+    """A tagged 2-D mesh with a point source and every linear loss on: decay, uptake by region,
+    clearance by region, Robin on one boundary."""
+    mesh = geometry.box_mesh([0, 0], [1, 1], 10, regions=REGIONS)
+    disc = geometry.discretise(mesh)
+    model = solver.Model(disc, sources=[solver.point_source(disc, [[0.35, 0.55]])])
+    boundary = model.boundaries[0]
+    params = model.params(D=[[2e-3, 5e-3]], decay=1e-3, uptake=[[0.0, 5e-3]], clearance=[[2e-3, 0.0]],
+                          robin={boundary: 1e-2}, sources=[solver.Constant(rate=1.0)])
+    return disc, model, params
+
+
+@pytest.mark.parametrize("method", ["rkl2", "cn", "trbdf2"])
+def test_fixed_point_is_the_steady_state_at_100x_the_explicit_limit(method):
+    """Every linear loss is in the operator, so the steady state of (K + M r) c = f is each
+    stepper's exact fixed point, even at a step 100x forward Euler's limit."""
+    disc, model, params = every_sink()
+    ss = solver.steady_state(model, params, tol=1e-13)
+    assert bool(ss.converged)
+    rho = float(jnp.max(solver.spectral_bound(model, params)))
+    h = 100 * 2.0 / rho
+    sol = solver.simulate(model, params, t_end=3 * h, dt=h, method=method, c0=ss.c)
+    assert sol.ok, sol.message
+    drift = np.abs(np.asarray(sol.final) - np.asarray(ss.c)).max() / np.abs(np.asarray(ss.c)).max()
+    assert drift < 1e-8, drift
+
+
+@pytest.mark.parametrize("method", ["trbdf2", "cn"])
+def test_long_implicit_run_reaches_the_steady_state(method):
+    """From zero, 40 steps of 100x the explicit limit end at the steady state: TR-BDF2 damps the stiff
+    modes (L-stable); Crank-Nicolson only slowly (|R(-inf)| = 1), which the tolerance shows."""
+    disc, model, params = every_sink()
+    ss = np.asarray(solver.steady_state(model, params, tol=1e-13).c)
+    rho = float(jnp.max(solver.spectral_bound(model, params)))
+    h = 100 * 2.0 / rho
+    sol = solver.simulate(model, params, t_end=200 * h, dt=h, method=method)
+    err = np.abs(np.asarray(sol.final) - ss).max() / ss.max()
+    assert err < (1e-6 if method == "trbdf2" else 1e-2), err
+
+
+def test_trbdf2_damps_the_stiffest_mode_crank_nicolson_does_not():
+    disc = geometry.discretise(geometry.box_grid([0, 0], [1, 1], 16))
+    model = solver.Model(disc)
+    params = model.params(D=1e-2)
+    x = np.asarray(disc.coordinates).reshape(16, 16, 2)
+    c0 = ((-1.0) ** (np.arange(16)[:, None] + np.arange(16)[None, :]))[None] * 1.0 + 2.0  # checkerboard + mean
+    out = {}
+    for m in ("trbdf2", "cn"):
+        sol = solver.simulate(model, params, t_end=100.0, dt=100.0, method=m, c0=c0, positive=False)
+        out[m] = np.ptp(np.asarray(sol.final)) / np.ptp(c0)
+    assert out["trbdf2"] < 2e-2 and out["cn"] > 0.9, out
+    assert x.shape[-1] == 2
+
+
+def test_trbdf2_budget_closes_with_every_sink():
+    disc, model, params = every_sink()
+    sol = solver.simulate(model, params, t_end=3600.0, dt=120.0, method="trbdf2", budget=True)
+    b = {k: float(v[0]) for k, v in sol.budget.items()}
+    left = float(model.total(sol.final)[0])
+    lost = b["decayed"] + b["taken_up"] + b["cleared"] + b["to_boundary"]
+    assert b["secreted"] == pytest.approx(3600.0, rel=1e-12)
+    assert abs(b["secreted"] - lost - left) <= 1e-10 * b["secreted"]
+    assert min(b["decayed"], b["taken_up"], b["cleared"], b["to_boundary"]) > 0
+
+
+# --------------------------------------------------------------------------- error control
+
+def v1(n=24):
+    disc = geometry.discretise(geometry.box_mesh([0, 0], [1, 1], n))
+    model = solver.Model(disc)
+    c0 = (1.5 + cosine_mode(disc.coordinates, 0.0, 1.0))[None]
+    return disc, model, model.params(D=1e-2, decay=0.05), c0
+
+
+def rel_err(a, b, w):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.sqrt(((a - b) ** 2 * w).sum() / (b ** 2 * w).sum()))
+
+
+def test_controller_error_tracks_rtol_on_v1():
+    """Achieved error at the save times within 3x of rtol over three tolerances, and falling with it."""
+    disc, model, params, c0 = v1()
+    save = [2.0, 5.0, 10.0]
+    ref = solver.simulate(model, params, t_end=10.0, dt=1e-3 * 10, save_at=save, method="trbdf2", c0=c0)
+    w = np.asarray(disc.mass)
+    errs = []
+    for rtol in (1e-3, 1e-4, 1e-5):
+        sol = solver.simulate(model, params, t_end=10.0, rtol=rtol, save_at=save, c0=c0)
+        assert sol.ok, sol.message
+        errs.append(max(rel_err(y, r, w) for y, r in zip(sol.ys, ref.ys)))
+    ratios = np.array(errs) / np.array([1e-3, 1e-4, 1e-5])
+    assert np.all((ratios > 1 / 3) & (ratios < 3)), ratios
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_save_times_are_hit_exactly_and_steps_are_reported():
+    disc, model, params, c0 = v1(8)
+    save = [0.37, 1.0, 2.718]
+    sol = solver.simulate(model, params, t_end=2.718, rtol=1e-4, save_at=save, c0=c0,
+                          observe=lambda c, t: t)
+    np.testing.assert_array_equal(np.asarray(sol.ys), np.asarray(save))
+    assert int(sol.stats["steps"]) > 3 and int(sol.stats["rejected"]) >= 0
+    assert 0 < float(sol.stats["error_max"]) <= 1.0 and float(sol.stats["h_max"]) <= 2.718 - 1.0 + 1e-12
+
+
+def test_max_steps_is_a_status_not_a_hang():
+    disc, model, params, c0 = v1(8)
+    sol = solver.simulate(model, params, t_end=10.0, rtol=1e-8, max_steps=5, c0=c0)
+    assert int(sol.status) == solver.simulate.__globals__["MAX_STEPS"]
+    assert "max_steps" in sol.message and not sol.ok
+
+
+def test_dt_and_rtol_are_exclusive():
+    disc, model, params, c0 = v1(4)
+    with pytest.raises(ValueError, match="not both"):
+        solver.simulate(model, params, t_end=1.0, dt=0.1, rtol=1e-3)
+    with pytest.raises(ValueError, match="rtol"):
+        solver.simulate(model, params, t_end=1.0, rtol=2.0)
+
+
+def test_error_control_with_reactions_uses_step_doubling():
+    """With a nonlinear reaction (Michaelis-Menten uptake, in its own sub-steps) the estimate is step
+    doubling of the whole split step: the error is below rtol and falls with it."""
+    disc = geometry.discretise(geometry.box_mesh([0, 0], [1, 1], 8))
+    model = solver.Model(disc, sources=[solver.point_source(disc, [[0.4, 0.5]])])
+    params = model.params(D=1e-3, decay=1e-3, saturable={"Vmax": 2e-3, "Km": 0.5},
+                          sources=[solver.Exponential(rate=1e-2, k=1e-3)])
+    ref = solver.simulate(model, params, t_end=1200.0, dt=0.25, method="trbdf2")
+    errs = []
+    for rtol in (1e-2, 1e-4):
+        sol = solver.simulate(model, params, t_end=1200.0, rtol=rtol)
+        assert sol.ok, sol.message
+        errs.append(rel_err(sol.final, ref.final, np.asarray(disc.mass)))
+    assert errs[0] < 1e-2 and errs[1] < 1e-4, errs
+    assert errs[1] < errs[0] / 30, errs
+
+
+def test_error_control_under_jit_vmap_and_grad():
+    disc, model, params, c0 = v1(8)
+
+    def total(p):
+        sol = solver.simulate(model, p, t_end=5.0, rtol=1e-6, c0=c0)
+        return jnp.sum(model.total(sol.final))
+
+    f = jax.jit(total)
+    assert abs(float(f(params)) - float(total(params))) <= 1e-12 * abs(float(total(params)))
+    decays = jnp.array([0.02, 0.05, 0.1])
+    batched = jax.vmap(lambda k: total(solver.Params(D=params.D, decay=jnp.reshape(k, (1,)),
+                                                     uptake=params.uptake, clearance=params.clearance)))(decays)
+    loop = [total(solver.Params(D=params.D, decay=jnp.reshape(k, (1,)), uptake=params.uptake,
+                                clearance=params.clearance)) for k in decays]
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(loop), rtol=1e-10)
+    # d total / d decay: the exact derivative of a uniform-mean field is -t * total (the cosine part
+    # integrates to zero), checked against central differences of the error-controlled solve
+    g = jax.grad(lambda p: total(p))(params).decay[0]
+    eps = 1e-6
+    up = total(solver.Params(D=params.D, decay=params.decay + eps, uptake=params.uptake, clearance=params.clearance))
+    dn = total(solver.Params(D=params.D, decay=params.decay - eps, uptake=params.uptake, clearance=params.clearance))
+    fd = (up - dn) / (2 * eps)
+    assert abs(float(g) - float(fd)) <= 1e-4 * abs(float(fd))
+    assert abs(float(g) + 5.0 * float(total(params))) <= 1e-4 * abs(float(fd))
+
+
+def test_error_control_forward_mode_with_checkpoint_off():
+    disc, model, params, c0 = v1(8)
+
+    def total(k):
+        p = solver.Params(D=params.D, decay=jnp.reshape(k, (1,)), uptake=params.uptake, clearance=params.clearance)
+        return jnp.sum(model.total(solver.simulate(model, p, t_end=5.0, rtol=1e-6, c0=c0, checkpoint=False).final))
+
+    fwd = jax.jacfwd(total)(jnp.asarray(0.05))
+    eps = 1e-6
+    fd = (total(jnp.asarray(0.05 + eps)) - total(jnp.asarray(0.05 - eps))) / (2 * eps)
+    assert abs(float(fwd) - float(fd)) <= 1e-4 * abs(float(fd))
+
+
+def test_trbdf2_order_reads_from_the_stepper():
+    assert solver.TRBDF2().order == 2
+    disc, model, params, c0 = v1(8)
+    dts = [0.5, 0.25, 0.125]
+    ref = solver.simulate(model, params, t_end=4.0, dt=1e-3, method="trbdf2", c0=c0).final
+    errs = [rel_err(solver.simulate(model, params, t_end=4.0, dt=dt, method="trbdf2", c0=c0).final, ref,
+                    np.asarray(disc.mass)) for dt in dts]
+    assert abs(slope(dts, errs) - 2) <= 0.2
