@@ -330,21 +330,21 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
             f = src.add(f, (prof.cumulative(t0 + h) - prof.cumulative(t0)) / jnp.where(h > 0, h, 1.0))
         return f
 
-    def one(c, h, f, g):
-        if embedded:
-            return stepper.diffuse_with_error(space, g, c, h, f)
-        return stepper.diffuse(space, g, c, h, f) + (None,)
+    def one(c, h, f, g, st):
+        return stepper.step(space, g, c, h, f, st, error=embedded)
 
-    def diffuse(c, h, f):
+    def diffuse(c, h, f, st):
         if not factor_loop:
-            return one(c, h, f, g)
+            return one(c, h, f, g, st)
         add = lambda x: x[:, None]  # noqa: E731  keep a factor axis of length 1
-        xs = (add(c), jax.tree.map(add, g), None if f is None else jax.tree.map(add, f))
-        new, k, conv, err = jax.lax.map(lambda a: one(a[0], h, a[2], a[1]), xs)
-        return new[:, 0], jnp.sum(k).astype(jnp.int32), jnp.all(conv), None if err is None else err[:, 0]
+        xs = (add(c), jax.tree.map(add, g), None if f is None else jax.tree.map(add, f), jax.tree.map(add, st))
+        new, k, conv, err, st = jax.lax.map(lambda a: one(a[0], h, a[2], a[1], a[3]), xs)
+        drop = lambda x: x[:, 0]  # noqa: E731
+        return (drop(new), jnp.sum(k).astype(jnp.int32), jnp.all(conv), None if err is None else drop(err),
+                jax.tree.map(drop, st))
 
     def step(carry, t0, h):
-        c, b, acc, its, cg_ok, ok, limited, macc = carry
+        c, b, acc, its, cg_ok, ok, limited, macc, st = carry
         c_start, b_start = c, b
         if source_in_reactions:
             f1, f2 = forcing(t0, 0.5 * h), forcing(t0 + 0.5 * h, 0.5 * h)
@@ -359,7 +359,7 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
         if reactions:
             c, b, acc = half_react(c, b, 0.5 * h, acc, f1)
         before = c
-        c, k, converged, err = diffuse(c, h, None if source_in_reactions else f)
+        c, k, converged, err, st = diffuse(c, h, None if source_in_reactions else f, st)
         if budget and sinks:
             # diffusion conserves: what the step lost went to the operator's sinks, shared out in
             # proportion to each one's trapezoidal loss h/2 sum m r_k (c_start + c_end)
@@ -380,7 +380,7 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
             acc = dict(acc, secreted=acc["secreted"] + h * space.total(f_mean))
         if metrics is not None:
             macc = metrics.update(macc, c_start, b_start, c, b, t0, t0 + h)
-        return (c, b, acc, its + k, cg_ok & converged, ok, limited, macc), err
+        return (c, b, acc, its + k, cg_ok & converged, ok, limited, macc, st), err
 
     names = set(rates) | set(sinks)
     acc0 = {"secreted": zero, **{k: zero for k in sorted(names)},
@@ -426,8 +426,9 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
         return carry, _observe(observe, carry[0], carry[1], t_start + n.astype(h.dtype) * h)
 
     zero = jnp.zeros(c0.shape[0], c0.dtype)
-    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0)
-    (c, b, acc, its, cg_ok, pos_ok, limited, macc), ys = jax.lax.scan(interval, init, (starts, hs, ns))
+    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0,
+            stepper.init(c0))
+    (c, b, acc, its, cg_ok, pos_ok, limited, macc, _), ys = jax.lax.scan(interval, init, (starts, hs, ns))
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
     rho = model.space.rate_bound(g)
     unstable = jnp.any(jnp.max(hs) > stepper.limit(rho) * (1 + RTOL))
@@ -467,6 +468,10 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
     else:
         tau = span
     tau = jax.lax.stop_gradient(tau)
+    # ... but an estimate has a round-off floor of about eps / rtol that does not shrink with h; charged
+    # tau / h times it would drive h to zero (float32): the charge is capped where that floor stays
+    # below 1 % of the tolerance
+    charge_cap = max(1.0, 0.01 * controller.rtol / float(jnp.finfo(dtype).eps))
 
     def attempt(carry, t, h):
         if embedded:
@@ -505,7 +510,7 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
             new, e = attempt(carry, t, h)
             # the step sequence is a choice, not a function to differentiate: derivatives are those of
             # the discrete solution on the steps taken (the discrete adjoint)
-            e = jax.lax.stop_gradient(e * jnp.maximum(1.0, tau / h))
+            e = jax.lax.stop_gradient(e * jnp.clip(tau / h, 1.0, charge_cap))
             accept = e <= 1.0
             factor = controller.factor(e, prev_e, jnp.where(tau > h, q - 1, q))
             h_next = jnp.minimum(h * factor, h_limit)
@@ -525,12 +530,13 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
         return (carry,) + tuple(s[2:]), (_observe(observe, carry[0], carry[1], t), t)
 
     zero = jnp.zeros(c0.shape[0], c0.dtype)
-    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0)
+    init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0,
+            stepper.init(c0))
     i0 = jnp.zeros((), jnp.int32)
     state = (init, jnp.minimum(dt_first, h_limit), jnp.asarray(1.0, dtype), i0, i0,
              jnp.zeros((), dtype), jnp.zeros((), dtype))
     state, (ys, t_reached) = jax.lax.scan(interval, state, (starts, ends))
-    (c, b, acc, its, cg_ok, pos_ok, limited, macc), _, _, n_ok, n_rej, e_max, h_max = state
+    (c, b, acc, its, cg_ok, pos_ok, limited, macc, _), _, _, n_ok, n_rej, e_max, h_max = state
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
     out_of_steps = jnp.any(t_reached < ends)
     status = _status(space, g, c, b, cg_ok, pos_ok, jnp.array(False), out_of_steps)
