@@ -1,8 +1,12 @@
 """Wall time of `paracrine run` on the default scenario, end to end: start-up, meshing, compile,
-simulation and every output, as a user sees it (a fresh process each time).
+simulation and every output, as a user sees it (a fresh process each time); then the time steps
+side by side in one process (--compare, on by default): error-controlled steps (rtol 1e-3,
+TR-BDF2, the default) and fixed 60 s RKL2 steps (the previous default) against a dt = 15 s
+reference, at equal settings otherwise, each timed after its compile (a second call of the same
+program): border-zone AUC and the last hour's border-zone mean, relative to the reference.
 
     python benchmarks/run_default.py [--quick] [--threads N] [--repeat K] [--precision double]
-                                     [--device cpu|gpu] [--out DIR]
+                                     [--device cpu|gpu] [--out DIR] [--no-compare]
 
 --quick runs a 6-hour, coarse-mesh version (for the tests). Writes a JSON record to
 benchmarks/results/ (or --out) with the device, versions, problem size and timings.
@@ -30,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", choices=["single", "double"], default="single")
     ap.add_argument("--device", choices=["cpu", "gpu"])
     ap.add_argument("--out", help="folder for the JSON record (default benchmarks/results)")
+    ap.add_argument("--no-compare", action="store_true", help="skip the side-by-side time-step comparison")
     args = ap.parse_args(argv)
     pin_threads(args.threads)
     from paracrine import scenario as sc
@@ -67,9 +72,79 @@ def main(argv=None) -> int:
                               "geometry": info["geometry"], "factors": list(info["scenario"]["factors"]),
                               "end_s": info["scenario"]["time"]["end"], "dt_s": info["scenario"]["time"]["dt"]},
                   "runs": runs, "best_wall_s": min(r["wall_s"] for r in runs), "goal_wall_s": 60.0}
+    if not args.no_compare:
+        record["steps_compared"] = compare(text, args.precision)
     path = write_record("run_default", record, args.out)
     print(f"best {record['best_wall_s']:.1f} s (goal < {record['goal_wall_s']:.0f} s) -> {path}")
     return 0
+
+
+def compare(text: str, precision: str) -> dict:
+    """The scenario's simulation (one program over the whole run, hourly save points and the
+    per-step exposure metrics, as `paracrine run` computes them) with three time-step settings."""
+    import jax
+
+    if precision == "double":
+        jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    import solver
+    from paracrine import scenario as sc
+    from paracrine.build import build, _region_share
+
+    s = sc.loads(text)
+    built = build(s)
+    model, params = built.model, built.params
+    ts = sc.save_times(s)
+    W = _region_share(built.disc) * np.asarray(built.disc.mass)[:, None]
+    exposure = solver.Exposure(W, np.full(model.n_factors, np.inf))
+    border = list(model.regions).index("border")
+
+    def observe(c, t):
+        return exposure.region_means(c)
+
+    modes = {"reference: rkl2, dt 15 s": dict(dt=15.0, method="rkl2"),
+             "previous default: rkl2, dt 60 s": dict(dt=60.0, method="rkl2"),
+             "default: trbdf2, rtol 1e-3": dict(rtol=1e-3)}
+    rows = {}
+    for name, kw in modes.items():
+        def call():
+            sol = solver.simulate(model, params, t_end=float(ts[-1]), save_at=ts, observe=observe,
+                                  metrics=exposure, **kw)
+            jax.block_until_ready(sol.final)
+            return sol
+        t0 = time.perf_counter()
+        sol = call()
+        first = time.perf_counter() - t0
+        if name.startswith("reference"):
+            run_s = None
+        else:
+            t0 = time.perf_counter()
+            sol = call()
+            run_s = time.perf_counter() - t0
+        auc = np.asarray(sol.metrics["auc"], float)[:, border]
+        last = np.asarray(sol.ys, float)[-1, :, border]
+        stats = {k: float(np.asarray(v).sum()) for k, v in sol.stats.items()}
+        rows[name] = {"settings": kw, "first_call_s": first, "simulate_s": run_s, "status": sol.message,
+                      "border_auc": dict(zip(model.factors, auc.tolist())),
+                      "border_mean_last": dict(zip(model.factors, last.tolist())), "stats": stats}
+    ref = rows["reference: rkl2, dt 15 s"]
+    base = rows["previous default: rkl2, dt 60 s"]["simulate_s"]
+    for name, row in rows.items():
+        row["auc_rel_error"] = {f: abs(row["border_auc"][f] / ref["border_auc"][f] - 1) for f in model.factors}
+        row["last_mean_rel_error"] = {f: abs(row["border_mean_last"][f] / ref["border_mean_last"][f] - 1)
+                                      for f in model.factors}
+        if row["simulate_s"] is not None:
+            row["time_vs_previous_default"] = row["simulate_s"] / base
+        print(f"{name:34s} simulate {row['simulate_s'] or row['first_call_s']:7.2f} s"
+              f"{'' if row['simulate_s'] else ' (incl. compile)'}, steps {row['stats']['steps']:.0f}, "
+              f"AUC err {max(row['auc_rel_error'].values()):.1e}, last-hour mean err "
+              f"{max(row['last_mean_rel_error'].values()):.1e}")
+    goal = rows["default: trbdf2, rtol 1e-3"]
+    print(f"error-controlled / fixed 60 s: {goal['time_vs_previous_default']:.2f} of the time (goal <= 0.2 at "
+          f"errors <= 1e-3)")
+    return {"rows": rows, "goal": "simulation time <= 0.2 x fixed 60 s at border AUC and last mean within 1e-3 "
+                                  "of dt = 15 s"}
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 
 from .data import Observations
 from .model import Predictor
-from .optimize import MAXITER, STATUS, levenberg_marquardt, optax_minimize
+from .optimize import CONVERGED, MAXITER, STATUS, levenberg_marquardt, optax_minimize
 from .parameters import FreeParameter, resolve
 from .sweep import shard_rows
 
@@ -257,7 +257,7 @@ def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "abso
                        n_solves=int(np.asarray(out["n_residual"][best] + out["n_jacobian"][best]) if "n_residual" in out
                                     else 2 * (iterations + 1)),  # optax: a value and a reverse-mode gradient each
                        n_jacobians=int(out["n_jacobian"][best]) if "n_jacobian" in out else 0,
-                       status=STATUS[status_code], converged=status_code in (1, 2, 3), warnings=warns, wall_s=wall,
+                       status=STATUS[status_code], converged=status_code in CONVERGED, warnings=warns, wall_s=wall,
                        compile_s=compile_s, starts=[(float(a), STATUS[int(b)]) for a, b in zip(losses, out["status"])],
                        params=params, predictions=pred, observations=obs, method=method, loss_kind=loss)
     result.z, result.problem = z, prob

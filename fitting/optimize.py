@@ -16,10 +16,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-RUNNING, GTOL, XTOL, FTOL, MAXITER, NONFINITE = 0, 1, 2, 3, 4, 5
-STATUS = {RUNNING: "running", GTOL: "converged (gradient below gtol)", XTOL: "converged (step below xtol, or no step lowers the loss)",
-          FTOL: "converged (relative loss change below ftol)", MAXITER: "stopped: iteration budget reached",
-          NONFINITE: "failed: the loss is not finite at the start"}
+from solver.results import MESSAGES, RESULTS, code
+
+# the optimisers' outcomes are items of solver.RESULTS, the one enumeration of the project
+RUNNING, GTOL, XTOL, FTOL, MAXITER, NONFINITE = (code(RESULTS.running), code(RESULTS.converged_gtol),
+                                                 code(RESULTS.converged_xtol), code(RESULTS.converged_ftol),
+                                                 code(RESULTS.max_iterations), code(RESULTS.nonfinite_loss))
+STATUS = {k: MESSAGES[k] for k in (RUNNING, GTOL, XTOL, FTOL, MAXITER, NONFINITE)}
+CONVERGED = (GTOL, XTOL, FTOL)
 
 
 def levenberg_marquardt(residual, z0, lo, hi, *, max_iter: int = 50, gtol: float = 1e-8, xtol: float = 1e-8,

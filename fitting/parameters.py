@@ -74,6 +74,14 @@ def available(built) -> dict[str, FreeParameter]:
         add(FreeParameter(f"{f}.half_life", "positive", "s", (lambda s: lambda p: LN2 / p.decay[s])(s),
                           (lambda s: lambda p, v: _set_leaf(p, lambda q: q.decay, lambda a: a.at[s].set(LN2 / v)))(s),
                           (lambda f: lambda raw, v: _set_half_life(raw, f, f"{v:.9g} s"))(f)))
+    if params.hill is not None:   # Hill-type receptor uptake: Vmax (all regions at once) and K per factor
+        for s, f in enumerate(factors):
+            add(FreeParameter(f"{f}.hill.Vmax", "positive", "pg/mm^3/s", (lambda s: lambda p: p.hill.Vmax[s, 0])(s),
+                              (lambda s: lambda p, v: _set_leaf(p, lambda q: q.hill.Vmax, lambda a: a.at[s, :].set(v)))(s),
+                              (lambda f: lambda raw, v: _factor(raw, f)["hill"].__setitem__("Vmax", f"{v:.9g} pg/mm^3/s"))(f)))
+            add(FreeParameter(f"{f}.hill.K", "positive", "pg/mm^3", (lambda s: lambda p: p.hill.K[s])(s),
+                              (lambda s: lambda p, v: _set_leaf(p, lambda q: q.hill.K, lambda a: a.at[s].set(v)))(s),
+                              (lambda f: lambda raw, v: _factor(raw, f)["hill"].__setitem__("K", f"{v:.9g} pg/mm^3"))(f)))
     cells = [k for k, _ in built.cell_sources]
     if cells:
         def each_cell(p, attr, fn):

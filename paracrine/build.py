@@ -224,6 +224,11 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
         kw["saturable"] = {"Vmax": np.array([[(F[f]["saturable"] or {"Vmax": {}})["Vmax"].get(r, 0.0) for r in regions]
                                              for f in factors]),
                            "Km": np.array([(F[f]["saturable"] or {"Km": 1.0})["Km"] for f in factors])}
+    if any(F[f].get("hill") for f in factors):
+        none = {"Vmax": {}, "K": 1.0, "n": 1.0}
+        h = [F[f].get("hill") or none for f in factors]
+        kw["hill"] = {"Vmax": np.array([[x["Vmax"].get(r, 0.0) for r in regions] for x in h]),
+                      "K": np.array([x["K"] for x in h]), "n": np.array([x["n"] for x in h])}
     if any(F[f]["binding"] for f in factors):
         none = {"kon": 0.0, "koff": 0.0, "capacity": {}, "kdeg": 0.0}
         b = [F[f]["binding"] or none for f in factors]

@@ -85,6 +85,8 @@ FACTOR_KEYS = {
     "clearance": "capillary clearance rate by region (1/time)",
     "robin": "flux through boundaries {endo|epi|base: permeability (length/time)}",
     "saturable": "Michaelis-Menten uptake {Vmax (concentration/time, by region), Km (concentration)}",
+    "hill": "Hill-type receptor uptake {Vmax (concentration/time, by region), K (concentration), n (Hill "
+            "coefficient >= 1, default 1)}",
     "binding": "ECM binding: true (preset values) or {kon, koff, capacity (by region), kdeg}",
     "threshold": "concentration for exposure metrics, e.g. \"31 pg/mL\"",
 }
@@ -321,6 +323,14 @@ def _factor(rd: Reader, name, spec, regions, boundaries) -> dict:
         s = rd.table(spec["saturable"], f"{p}.saturable", ("Vmax", "Km"), required=("Vmax", "Km"))
         out["saturable"] = {"Vmax": rd.per_region(s["Vmax"], f"{p}.saturable.Vmax", "concentration_rate", regions, mw=mw),
                             "Km": rd.quantity(s["Km"], f"{p}.saturable.Km", "concentration", mw=mw, strict=True)}
+    out["hill"] = None
+    if "hill" in spec:
+        s = rd.table(spec["hill"], f"{p}.hill", ("Vmax", "K", "n"), required=("Vmax", "K"))
+        n = s.get("n", 1.0)
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not (math.isfinite(n) and n >= 1):
+            raise rd.error(f"{p}.hill.n", f" = {n!r}; allowed: a Hill coefficient, a number >= 1")
+        out["hill"] = {"Vmax": rd.per_region(s["Vmax"], f"{p}.hill.Vmax", "concentration_rate", regions, mw=mw),
+                       "K": rd.quantity(s["K"], f"{p}.hill.K", "concentration", mw=mw, strict=True), "n": float(n)}
     out["binding"] = None
     b = spec.get("binding", False)
     if b is True:

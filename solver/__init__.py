@@ -6,7 +6,8 @@ Model (static structure) + Params (traced numbers) -> simulate(...) -> Solution.
 from .model import Model, field_source, point_source
 from . import observe, presets
 from .metrics import Exposure
-from .params import Binding, Params, Saturable
+from .params import AbstractReaction, Binding, Hill, Params, Saturable
+from .results import RESULTS, SolverError
 from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
 from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound, step_lengths
 from .therapy import Bolus, CellSecretion, spread_sites
@@ -17,9 +18,9 @@ from .steppers import (TRBDF2, AbstractStepper, CrankNicolson, ForwardEuler, RKL
                        rkl2_stages)
 
 __all__ = [
-    "presets",
+    "presets", "RESULTS", "SolverError",
     "Bolus", "CellSecretion", "spread_sites",
-    "Binding", "Saturable",
+    "AbstractReaction", "Binding", "Hill", "Saturable",
     "Exposure",
     "observe",
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "Exponential",

@@ -3,11 +3,13 @@
 Per node and factor, with kappa the linear loss rate (decay, uptake, clearance)
 and f a source rate held constant over the step:
 
-    dc/dt = -kappa c - V c / (Km + c) - kon (B - b) c + koff b + f
+    dc/dt = -kappa c - sum_r u_r(c) - kon (B - b) c + koff b + f
     db/dt =  kon (B - b) c - koff b - kdeg b
 
-(Michaelis-Menten uptake V, Km; binding to B sites with kon, koff; degradation
-of bound factor kdeg, which frees its site).
+(u_r: the saturable uptake reactions of params.py, Michaelis-Menten V c / (Km + c) or
+Hill-type receptor uptake V c^n / (K^n + c^n), each written u_r(c) = s_r(c) c with its
+slope u_r'(c); binding to B sites with kon, koff; degradation of bound factor kdeg,
+which frees its site).
 
 A step is the exponential Rosenbrock-Euler method (Hochbruck, Ostermann &
 Schweitzer 2009, SIAM J Numer Anal 47:786): with G(y) the right-hand side,
@@ -95,16 +97,19 @@ def matrix_phis(a11, a12, a21, a22, kmax: int):
     return out
 
 
-def step(c, b, h, f=0.0, *, kappa, V, Km, kon, koff, B, kdeg):
-    """One reaction step of length h with source rate f (see the module docstring).
+def step(c, b, h, f=0.0, *, kappa, uptake=(), kon, koff, B, kdeg):
+    """One reaction step of length h with source rate f (see the module docstring). uptake: the
+    saturable reactions as pairs (coefficient s_r(c), slope u_r'(c)) of callables on c.
     Returns (c, b, losses): losses holds the amounts per unit volume removed by each mechanism,
-    'linear' (kappa c), 'saturable' and 'degraded' (kdeg b)."""
+    'linear' (kappa c), 'uptake' (a tuple, one per reaction) and 'degraded' (kdeg b)."""
     free = jnp.maximum(B - b, 0.0)
-    sat = V / (Km + c)
+    coefs = [coef(c) for coef, _ in uptake]
+    sat = sum(coefs) if coefs else 0.0
+    slope = sum(d(c) for _, d in uptake) if uptake else 0.0
     gc = -kappa * c - sat * c - kon * free * c + koff * b + f      # G(y0)
     gb = kon * free * c - (koff + kdeg) * b
-    # Jacobian: Metzler (off-diagonals >= 0), column sums -(kappa + s'(c)) and -kdeg
-    j11 = -(kappa + V * Km / (Km + c) ** 2 + kon * free)
+    # Jacobian: Metzler (off-diagonals >= 0), column sums -(kappa + u'(c)) and -kdeg
+    j11 = -(kappa + slope + kon * free)
     j12 = koff + kon * c * (B > b)
     j21 = kon * free
     j22 = -(koff + kdeg + kon * c)
@@ -118,16 +123,18 @@ def step(c, b, h, f=0.0, *, kappa, V, Km, kon, koff, B, kdeg):
     excess = jnp.maximum(b1 - cap, 0.0)
     c1, b1 = c1 + excess, b1 - excess
     lost = c + b + h * f - c1 - b1
-    rates = (kappa * jnp.maximum(ic, 0.0), sat * jnp.maximum(ic, 0.0), kdeg * jnp.maximum(ib, 0.0))
+    icp, ibp = jnp.maximum(ic, 0.0), jnp.maximum(ib, 0.0)
+    rates = [kappa * icp] + [s_r * icp for s_r in coefs] + [kdeg * ibp]
     # where the linearised integrals fail (below zero at long stiff steps) the step ends set the shares
     cm, bm = 0.5 * (c + c1), 0.5 * (b + b1)
-    fallback = (kappa * cm, sat * cm, kdeg * bm)
-    pick = (rates[0] + rates[1] + rates[2]) > 0
+    fallback = [kappa * cm] + [s_r * cm for s_r in coefs] + [kdeg * bm]
+    pick = sum(rates) > 0
     w = [jnp.where(pick, r, q) for r, q in zip(rates, fallback)]
-    total = w[0] + w[1] + w[2]
+    total = sum(w)
     share = [jnp.where(total > 0, r / jnp.where(total > 0, total, 1.0), 0.0) for r in w]
     # where no mechanism acts, what round-off left in `lost` returns to the free pool (a constant:
     # the derivative is that of the step itself)
     c1 = c1 + jnp.where(total > 0, 0.0, jax.lax.stop_gradient(lost))
     lost = jnp.where(total > 0, lost, 0.0)
-    return c1, b1, {"linear": lost * share[0], "saturable": lost * share[1], "degraded": lost * share[2]}
+    return c1, b1, {"linear": lost * share[0], "uptake": tuple(lost * x for x in share[1:-1]),
+                    "degraded": lost * share[-1]}

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .params import Binding, Params, Saturable
+from .params import Binding, Hill, Params, Saturable
 from .profiles import AbstractProfile
 from .therapy import CellSecretion
 from .sources import AbstractSource, FieldSource, PointSource
@@ -77,11 +77,12 @@ class Model(eqx.Module):
         return self.space.mass(dtype or jnp.result_type(float))
 
     def params(self, *, D, decay=0.0, uptake=0.0, clearance=0.0, robin=None, saturable=None, binding=None,
-               sources=()) -> Params:
+               sources=(), hill=None) -> Params:
         """Params with scalars and per-factor values broadcast to (S,) / (S, R).
 
         robin: {boundary name: beta (mm/s), scalar or one per factor}; boundaries not named get 0.
-        saturable: {"Vmax": per region, "Km": per factor}; binding: {"kon", "koff", "capacity"
+        saturable: {"Vmax": per region, "Km": per factor}; hill: {"Vmax": per region, "K": per factor,
+        "n": per factor (default 1)}, Hill-type receptor uptake; binding: {"kon", "koff", "capacity"
         (per region), "kdeg" (default 0)}; None leaves the term out of the model.
         """
         S, R = self.n_factors, self.n_regions
@@ -132,6 +133,9 @@ class Model(eqx.Module):
 
         sat = sub(saturable, "saturable", {"Vmax": None, "Km": None})
         bnd = sub(binding, "binding", {"kon": None, "koff": None, "capacity": None, "kdeg": 0.0})
+        hl = sub(hill, "hill", {"Vmax": None, "K": None, "n": 1.0})
+        hl = None if hl is None else Hill(Vmax=per_region(hl["Vmax"], "hill.Vmax"), K=per_factor(hl["K"], "hill.K"),
+                                          n=per_factor(hl["n"], "hill.n"))
         sat = None if sat is None else Saturable(Vmax=per_region(sat["Vmax"], "saturable.Vmax"),
                                                  Km=per_factor(sat["Km"], "saturable.Km"))
         bnd = None if bnd is None else Binding(kon=per_factor(bnd["kon"], "binding.kon"),
@@ -151,7 +155,7 @@ class Model(eqx.Module):
             robin_arr = jnp.stack(cols, axis=1)
         return Params(D=per_region(D, "D"), decay=jnp.broadcast_to(decay, (S,)),
                       uptake=per_region(uptake, "uptake"), clearance=per_region(clearance, "clearance"),
-                      robin=robin_arr, saturable=sat, binding=bnd, sources=tuple(profiles))
+                      robin=robin_arr, saturable=sat, binding=bnd, sources=tuple(profiles), hill=hl)
 
     def check(self, params: Params) -> None:
         """Host-side validation of shapes (always) and values (when concrete)."""
@@ -182,6 +186,10 @@ class Model(eqx.Module):
         if params.saturable is not None:
             checks["saturable.Vmax"] = (params.saturable.Vmax, "finite and >= 0 (pg/mm^3/s)", nonneg)
             checks["saturable.Km"] = (params.saturable.Km, "finite and > 0 (pg/mm^3)", lambda v: np.isfinite(v) & (v > 0))
+        if params.hill is not None:
+            checks["hill.Vmax"] = (params.hill.Vmax, "finite and >= 0 (pg/mm^3/s)", nonneg)
+            checks["hill.K"] = (params.hill.K, "finite and > 0 (pg/mm^3)", lambda v: np.isfinite(v) & (v > 0))
+            checks["hill.n"] = (params.hill.n, "a Hill coefficient, finite and >= 1", lambda v: np.isfinite(v) & (v >= 1))
         if params.binding is not None:
             for k, unit in (("kon", "mm^3/pg/s"), ("koff", "1/s"), ("capacity", "pg/mm^3"), ("kdeg", "1/s")):
                 checks[f"binding.{k}"] = (getattr(params.binding, k), f"finite and >= 0 ({unit})", nonneg)

@@ -37,16 +37,13 @@ from .steppers import RTOL, AbstractStepper, linear_forcing, make_stepper
 
 import equinox.internal as eqxi
 
-SUCCESS, UNSTABLE, CG_FAILED, NONFINITE, NEGATIVE, MAX_STEPS = 0, 1, 2, 3, 4, 5
-STATUS_MESSAGES = {
-    SUCCESS: "success",
-    UNSTABLE: "time step past the explicit stepper's stability limit for these parameters",
-    CG_FAILED: "conjugate gradients did not converge within maxiter",
-    NONFINITE: "non-finite values in the solution",
-    NEGATIVE: ("a step removed more of a factor than the field held (negative total; the positivity "
-               "limiter cannot repair it): take a smaller dt, or method='rkl2' against strong sinks"),
-    MAX_STEPS: "the error-controlled steps did not reach t_end within max_steps: raise max_steps or rtol",
-}
+from .results import MESSAGES, RESULTS, SolverError, code, item
+
+SUCCESS, UNSTABLE, CG_FAILED, NONFINITE, NEGATIVE, MAX_STEPS = (
+    code(RESULTS.successful), code(RESULTS.unstable), code(RESULTS.cg_failed), code(RESULTS.nonfinite),
+    code(RESULTS.negative), code(RESULTS.max_steps_reached))
+#: integer status -> message (the integers of `RESULTS`)
+STATUS_MESSAGES = MESSAGES
 
 #: Number of times the compiled program was traced, by stepper name (tests use it to show no retracing).
 TRACE_COUNT: collections.Counter = collections.Counter()
@@ -71,6 +68,11 @@ class Solution(eqx.Module):
     @property
     def ok(self) -> bool:
         return bool(np.all(np.asarray(self.status) == SUCCESS))
+
+    @property
+    def result(self):
+        """The status as an item of `solver.RESULTS` (e.g. `sol.result == solver.RESULTS.successful`)."""
+        return item(self.status)
 
     @property
     def message(self) -> str:
@@ -184,7 +186,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
              positive: bool = True, checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None,
              t0: float = 0.0, metrics=None, metrics0=None, rtol: float | None = None, atol: float | None = None,
              dt0: float | None = None, dt_max: float | None = None, max_steps: int | None = None,
-             controller: PIDController | None = None) -> Solution:
+             controller: PIDController | None = None, throw: bool = False) -> Solution:
     """Integrate the model from c0 (default zero) at time t0 (default 0) to t_end.
 
     Steps: either fixed, dt (s): save intervals are cut into equal steps no longer than dt; or
@@ -223,7 +225,9 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     Under jax.jit / vmap / grad the stage count of RKL2 cannot be read from traced
     parameters: pass method=RKL2(s=...) (see `solver.rkl2_stages`) or call simulate
     outside the transformation. A step that a traced parameter value makes unstable
-    is reported in `Solution.status`.
+    is reported in `Solution.status` (an integer of `solver.RESULTS`; `Solution.result` is the item).
+    throw: raise instead when the run did not succeed (`SolverError` outside jit; under jit an
+    equinox runtime error with the same message).
     """
     if not isinstance(model, Model):
         raise TypeError(f"simulate needs a solver.Model, got {type(model).__name__}")
@@ -275,8 +279,21 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
         out = _run(model, params, c0, b0, metrics, metrics0, jnp.asarray(starts, dtype), jnp.asarray(h, dtype),
                    jnp.asarray(n, jnp.int32), n_max=int(n.max()), uniform=uniform, unroll=unroll, **opts)
     ys, final, bound, stats, bud, status, acc_m = out
+    if throw:
+        final, status = _throw(final, status)
     return Solution(ts=jnp.asarray(save, dtype), ys=ys, final=final, bound=bound, stats=stats,
                     budget=bud if budget else None, status=status, metrics=acc_m)
+
+
+def _throw(x, status):
+    """Raise on a failed status: at once when concrete, else as an equinox runtime check on x."""
+    if isinstance(status, jax.core.Tracer):
+        res = item(status)
+        return res.error_if(x, res != RESULTS.successful), status
+    codes = sorted(set(np.asarray(status).reshape(-1).tolist()))
+    if codes != [SUCCESS]:
+        raise SolverError("simulate: " + "; ".join(STATUS_MESSAGES[int(c)] for c in codes if c != SUCCESS))
+    return x, status
 
 
 def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_loop, embedded):
@@ -295,12 +312,15 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
     kappa = sum(rates.values())
     shares = {k: r / jnp.where(kappa > 0, kappa, 1.0) for k, r in rates.items()}
     zero = jnp.zeros(c0.shape[0], c0.dtype)
-    sat, bnd = params.saturable, params.binding
-    reactions = sat is not None or bnd is not None
+    bnd = params.binding
+    uptakes = params.reactions
+    reactions = bool(uptakes) or bnd is not None
     if reactions:
         col = lambda x: x.reshape((-1,) + (1,) * len(space.shape))  # noqa: E731
-        kin = dict(kappa=0.0 if in_operator else kappa, V=0.0 if sat is None else space.per_node(sat.Vmax),
-                   Km=1.0 if sat is None else col(sat.Km), kon=0.0 if bnd is None else col(bnd.kon),
+        kin = dict(kappa=0.0 if in_operator else kappa,
+                   uptake=tuple((lambda c, r=r: r.coefficient(space, c), lambda c, r=r: r.slope(space, c))
+                                for r in uptakes),
+                   kon=0.0 if bnd is None else col(bnd.kon),
                    koff=0.0 if bnd is None else col(bnd.koff), B=0.0 if bnd is None else space.per_node(bnd.capacity),
                    kdeg=0.0 if bnd is None else col(bnd.kdeg))
 
@@ -316,7 +336,8 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
         if budget:
             if not in_operator:
                 acc = dict(acc, **{k: acc[k] + space.total(losses["linear"] * shares[k]) for k in shares})
-            acc["taken_up"] = acc["taken_up"] + space.total(losses["saturable"])
+            for r, loss in zip(uptakes, losses["uptake"]):
+                acc[r.budget] = acc[r.budget] + space.total(loss)
             if b is not None:
                 acc["degraded_bound"] = acc["degraded_bound"] + space.total(losses["degraded"])
         return new, (None if b is None else nb), acc
@@ -382,7 +403,7 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
             macc = metrics.update(macc, c_start, b_start, c, b, t0, t0 + h)
         return (c, b, acc, its + k, cg_ok & converged, ok, limited, macc, st), err
 
-    names = set(rates) | set(sinks)
+    names = set(rates) | set(sinks) | {r.budget for r in uptakes}
     acc0 = {"secreted": zero, **{k: zero for k in sorted(names)},
             **({"degraded_bound": zero} if bnd is not None else {})}
     return acc0, step, g
@@ -443,7 +464,7 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
                   controller: PIDController, h_cap, observe, budget, positive, checkpoint, n_saves, factor_loop):
     TRACE_COUNT[type(stepper).__name__ + "/adaptive"] += 1
     space = model.space
-    reactions = params.saturable is not None or params.binding is not None
+    reactions = bool(params.reactions) or params.binding is not None
     embedded = hasattr(stepper, "diffuse_with_error") and not reactions
     acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, positive=positive,
                           factor_loop=factor_loop, embedded=embedded)

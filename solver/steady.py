@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from .model import Model
 from .params import Params
+from .results import RESULTS, code, item
 from .steppers import _pcg
 
 
@@ -23,13 +24,33 @@ class SteadyState(eqx.Module):
     iterations: jax.Array
     converged: jax.Array
 
+    @property
+    def status(self):
+        """An integer of `solver.RESULTS`: successful, or cg_failed."""
+        return jnp.where(self.converged, code(RESULTS.successful), code(RESULTS.cg_failed))
+
+    @property
+    def result(self):
+        return item(self.status)
+
+
+def steady_state(model: Model, params: Params, *, t: float = 0.0, tol: float | None = None,
+                 maxiter: int = 5000, throw: bool = False) -> SteadyState:
+    """The steady field (S, *shape) for source rates q(t); needs a linear loss (decay, uptake,
+    clearance or Robin) somewhere. throw: raise when CG did not converge (as `simulate`)."""
+    out = _steady(model, params, t=t, tol=tol, maxiter=maxiter)
+    if throw:
+        from .simulate import _throw
+
+        c, _ = _throw(out.c, out.status)
+        out = SteadyState(c=c, iterations=out.iterations, converged=out.converged)
+    return out
+
 
 @eqx.filter_jit
-def steady_state(model: Model, params: Params, *, t: float = 0.0, tol: float | None = None,
-                 maxiter: int = 5000) -> SteadyState:
-    """The steady field (S, *shape) for source rates q(t); needs decay or uptake > 0."""
-    if params.saturable is not None or params.binding is not None:
-        raise ValueError("steady_state solves linear models; with saturable uptake or binding, run simulate "
+def _steady(model: Model, params: Params, *, t, tol, maxiter) -> SteadyState:
+    if params.reactions or params.binding is not None:
+        raise ValueError("steady_state solves linear models; with saturable or Hill uptake or binding, run simulate "
                          "until the fields stop changing")
     space = model.space
     dtype = params.D.dtype

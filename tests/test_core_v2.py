@@ -196,3 +196,22 @@ def test_trbdf2_order_reads_from_the_stepper():
     errs = [rel_err(solver.simulate(model, params, t_end=4.0, dt=dt, method="trbdf2", c0=c0).final, ref,
                     np.asarray(disc.mass)) for dt in dts]
     assert abs(slope(dts, errs) - 2) <= 0.2
+
+
+def test_one_enumeration_of_results_and_throw():
+    disc, model, params, c0 = v1(6)
+    sol = solver.simulate(model, params, t_end=10.0, rtol=1e-8, max_steps=3, c0=c0)
+    assert bool(sol.result == solver.RESULTS.max_steps_reached)
+    assert solver.RESULTS[sol.result] == sol.message
+    with pytest.raises(solver.SolverError, match="max_steps"):
+        solver.simulate(model, params, t_end=10.0, rtol=1e-8, max_steps=3, c0=c0, throw=True)
+    ok = solver.simulate(model, params, t_end=1.0, dt=0.1, c0=c0, throw=True)
+    assert bool(ok.result == solver.RESULTS.successful)
+    # under jit the same failure is an equinox runtime error carrying the message
+    f = jax.jit(lambda p: solver.simulate(model, p, t_end=10.0, rtol=1e-8, max_steps=3, c0=c0, throw=True).final)
+    with pytest.raises(Exception, match="max_steps"):
+        jax.block_until_ready(f(params))
+    ss = solver.steady_state(model, params)
+    assert bool(ss.result == solver.RESULTS.successful)
+    from fitting.optimize import CONVERGED, MAXITER
+    assert MAXITER == int(np.asarray(solver.RESULTS.max_iterations._value)) and len(CONVERGED) == 3
