@@ -16,6 +16,28 @@ import solver
 
 from .data import Observations
 
+class Predictions(solver.AbstractObserver):
+    """Per factor at a save time: region means, the tissue mean, region and tissue amounts, free + bound
+    contents, and probe values; the probes' nodes and weights are data (no retrace for new probes)."""
+
+    space: object
+    nodes: object = None
+    weights: object = None
+
+    def __call__(self, t, state, params):
+        space, c, b = self.space, state.c, state.b
+        vol = space.region_volumes().astype(c.dtype)
+        free = space.region_amounts(c)                      # (S, R)
+        total = free if b is None else space.region_amounts(c + b)
+        mean = free / jnp.where(vol > 0, vol, 1.0)
+        cols = [mean, (free.sum(-1) / vol.sum())[:, None], free, free.sum(-1, keepdims=True),
+                total, total.sum(-1, keepdims=True)]
+        if self.nodes is not None:
+            flat = c.reshape(c.shape[0], -1)
+            cols.append(jnp.sum(flat[:, self.nodes] * self.weights[None].astype(c.dtype), axis=-1))
+        return jnp.concatenate(cols, axis=-1)                # (S, 3 (R + 1) + P)
+
+
 #: the fixed step (s) of fits and sweeps when a scenario asks for error-controlled steps: one
 #: program of fixed structure for every member and every forward-mode derivative
 FIXED_DT_FALLBACK = 60.0
@@ -63,21 +85,7 @@ class Predictor:
         return self.stepper
 
     def _observer(self, model):
-        return lambda c, t, b=None: self._observe(model, c, t, b)
-
-    def _observe(self, model, c, t, b=None):
-        space = model.space
-        vol = space.region_volumes().astype(c.dtype)
-        free = space.region_amounts(c)                      # (S, R)
-        total = free if b is None else space.region_amounts(c + b)
-        mean = free / jnp.where(vol > 0, vol, 1.0)
-        cols = [mean, (free.sum(-1) / vol.sum())[:, None], free, free.sum(-1, keepdims=True),
-                total, total.sum(-1, keepdims=True)]
-        if self._probe is not None:
-            nodes, w = self._probe
-            flat = c.reshape(c.shape[0], -1)
-            cols.append(jnp.sum(flat[:, nodes] * w[None].astype(c.dtype), axis=-1))
-        return jnp.concatenate(cols, axis=-1)                # (S, 3 (R + 1) + P)
+        return Predictions(model.space, *(self._probe or (None, None)))
 
     def __call__(self, params, model=None):
         """Predictions for params; pass `model` (built.model) as an argument of a jitted caller so that its

@@ -5,6 +5,7 @@ Model (static structure) + Params (traced numbers) -> simulate(...) -> Solution.
 
 from .model import Model, field_source, point_source
 from . import observe, presets
+from .observe import AbstractObserver, State
 from .metrics import Exposure
 from .params import AbstractReaction, Binding, Hill, Params, Saturable
 from .results import RESULTS, SolverError
@@ -18,7 +19,7 @@ from .steppers import (TRBDF2, AbstractStepper, CrankNicolson, ForwardEuler, RKL
                        rkl2_stages)
 
 __all__ = [
-    "presets", "RESULTS", "SolverError",
+    "presets", "RESULTS", "SolverError", "AbstractObserver", "State",
     "Bolus", "CellSecretion", "spread_sites",
     "AbstractReaction", "Binding", "Hill", "Saturable",
     "Exposure",

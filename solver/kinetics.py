@@ -97,11 +97,23 @@ def matrix_phis(a11, a12, a21, a22, kmax: int):
     return out
 
 
-def step(c, b, h, f=0.0, *, kappa, uptake=(), kon, koff, B, kdeg):
+def michaelis_menten(V, Km):
+    """(coefficient, slope) of V c / (Km + c) for `step`'s uptake."""
+    return (lambda c: V / (Km + c)), (lambda c: V * Km / (Km + c) ** 2)
+
+
+def step(c, b, h, f=0.0, *, kappa, uptake=(), kon, koff, B, kdeg, V=None, Km=None):
     """One reaction step of length h with source rate f (see the module docstring). uptake: the
-    saturable reactions as pairs (coefficient s_r(c), slope u_r'(c)) of callables on c.
+    saturable reactions as pairs (coefficient s_r(c), slope u_r'(c)) of callables on c; V, Km: a
+    Michaelis-Menten term given by its numbers (the uptake losses are then returned as 'saturable').
     Returns (c, b, losses): losses holds the amounts per unit volume removed by each mechanism,
     'linear' (kappa c), 'uptake' (a tuple, one per reaction) and 'degraded' (kdeg b)."""
+    if V is not None:
+        out = step(c, b, h, f, kappa=kappa, uptake=(michaelis_menten(V, Km),) + tuple(uptake), kon=kon,
+                   koff=koff, B=B, kdeg=kdeg)
+        losses = dict(out[2])
+        losses["saturable"] = sum(losses.pop("uptake"))
+        return out[0], out[1], losses
     free = jnp.maximum(B - b, 0.0)
     coefs = [coef(c) for coef, _ in uptake]
     sat = sum(coefs) if coefs else 0.0

@@ -1,45 +1,91 @@
-"""Observation operators for `simulate(..., observe=...)`: evaluated inside the
-compiled loop at the save times only, so full fields are never stored."""
+"""Observation operators for `simulate(..., observe=...)`: evaluated inside the compiled loop at
+the save times only, so full fields are never stored.
+
+Observers are Modules `(t, state, params) -> pytree` (`AbstractObserver`): their arrays (the
+space's, probe nodes and weights) are data, arguments of the compiled program, so a new observer
+of the same kind (other probes, another mesh of the same size) reuses it without retracing. A
+plain function f(c, t) (or f(c, t, b) with binding) is accepted too; being a new Python object
+each time, a new one compiles a new program.
+"""
 
 from __future__ import annotations
 
+import abc
+
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from .model import Model
 
 
-def region_amounts(model: Model):
-    """observe(c, t) -> (S, R) amount (pg) of each factor in each region."""
-    space = model.space
-    return lambda c, t: space.region_amounts(c)
+class State(eqx.Module):
+    """The state of a simulation: the free field c (S, *shape) and, with ECM binding, the bound one b."""
+
+    c: jax.Array
+    b: jax.Array | None = None
 
 
-def tissue_amounts(model: Model):
-    """observe(c, t, b=None) -> (S, R) tissue content (free + bound, what an ELISA of a homogenate
-    measures) of each factor in each region, pg."""
-    space = model.space
-    return lambda c, t, b=None: space.region_amounts(c if b is None else c + b)
+class AbstractObserver(eqx.Module):
+    @abc.abstractmethod
+    def __call__(self, t, state: State, params):
+        """What to save at time t."""
 
 
-def region_means(model: Model):
-    """observe(c, t) -> (S, R) volume-mean concentration (pg/mm^3 = ng/mL) in each region."""
-    space = model.space
+class RegionAmounts(AbstractObserver):
+    """(S, R) amount (pg) of each factor in each region."""
 
-    def observe(c, t):
-        vol = space.region_volumes().astype(c.dtype)
-        return space.region_amounts(c) / jnp.where(vol > 0, vol, 1.0)
+    space: eqx.Module
 
-    return observe
+    def __call__(self, t, state, params):
+        return self.space.region_amounts(state.c)
 
 
-def probes(model: Model, disc, points):
-    """observe(c, t) -> (S, P) concentration interpolated at points (P1 weights on meshes,
-    trilinear weights over the surrounding tissue voxels on grids)."""
-    nodes, w = disc.locate(points)
-    nodes, w = jnp.asarray(nodes), jnp.asarray(w)
+class TissueAmounts(AbstractObserver):
+    """(S, R) tissue content (free + bound, what an ELISA of a homogenate measures), pg."""
 
-    def observe(c, t):
+    space: eqx.Module
+
+    def __call__(self, t, state, params):
+        return self.space.region_amounts(state.c if state.b is None else state.c + state.b)
+
+
+class RegionMeans(AbstractObserver):
+    """(S, R) volume-mean concentration (pg/mm^3 = ng/mL) in each region."""
+
+    space: eqx.Module
+
+    def __call__(self, t, state, params):
+        c = state.c
+        vol = self.space.region_volumes().astype(c.dtype)
+        return self.space.region_amounts(c) / jnp.where(vol > 0, vol, 1.0)
+
+
+class Probes(AbstractObserver):
+    """(S, P) concentration interpolated at points: nodes (P, k) and weights (P, k) from
+    `disc.locate(points)` (P1 weights on meshes, trilinear over tissue voxels on grids)."""
+
+    nodes: jax.Array
+    weights: jax.Array
+
+    def __call__(self, t, state, params):
+        c = state.c
         flat = c.reshape(c.shape[0], -1)
-        return jnp.sum(flat[:, nodes] * w[None].astype(c.dtype), axis=-1)
+        return jnp.sum(flat[:, self.nodes] * self.weights[None].astype(c.dtype), axis=-1)
 
-    return observe
+
+def region_amounts(model: Model) -> RegionAmounts:
+    return RegionAmounts(model.space)
+
+
+def tissue_amounts(model: Model) -> TissueAmounts:
+    return TissueAmounts(model.space)
+
+
+def region_means(model: Model) -> RegionMeans:
+    return RegionMeans(model.space)
+
+
+def probes(model: Model, disc, points) -> Probes:
+    nodes, w = disc.locate(points)
+    return Probes(jnp.asarray(nodes), jnp.asarray(w))

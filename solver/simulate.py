@@ -199,7 +199,9 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     (the longest step taken, s).
     method: "rkl2" (default for fixed steps), "trbdf2" (default for error control), "cn", "euler", or
     a stepper instance (RKL2(s=...), CrankNicolson(tol=...), TRBDF2(tol=...)).
-    observe: f(c, t) -> pytree saved at each save time instead of the full field c (S, *shape).
+    observe: what to save at each save time instead of the full field c (S, *shape): an observer
+    Module (t, State(c, b), params) -> pytree (`solver.observe`: RegionMeans, Probes, ...; its arrays
+    are arguments of the compiled program, so new probes do not retrace it) or a function f(c, t).
     budget: also return cumulative amounts per factor: secreted, decayed, taken_up, cleared
     (and to_boundary with Robin coefficients).
     c0: initial state (S, *shape); default zero. b0: initial bound factor with binding.
@@ -418,7 +420,11 @@ def _status(space, g, c, b, cg_ok, pos_ok, unstable, out_of_steps=None):
     return status
 
 
-def _observe(observe, c, b, t):
+def _observe(observe, c, b, t, params=None):
+    from .observe import AbstractObserver, State
+
+    if isinstance(observe, AbstractObserver):
+        return observe(t, State(c, b), params)
     if b is None:
         return c if observe is None else observe(c, t)
     return (c, b) if observe is None else observe(c, t, b)
@@ -444,7 +450,7 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
             return jax.lax.cond(i < n, lambda c: step_only(c, t0, h), lambda c: c, carry), None
 
         carry, _ = jax.lax.scan(body, carry, jnp.arange(n_max), unroll=unroll)
-        return carry, _observe(observe, carry[0], carry[1], t_start + n.astype(h.dtype) * h)
+        return carry, _observe(observe, carry[0], carry[1], t_start + n.astype(h.dtype) * h, params)
 
     zero = jnp.zeros(c0.shape[0], c0.dtype)
     init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0,
@@ -548,7 +554,7 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
         else:
             s = jax.lax.while_loop(cond, body, s)
         carry, t = s[0], s[1]
-        return (carry,) + tuple(s[2:]), (_observe(observe, carry[0], carry[1], t), t)
+        return (carry,) + tuple(s[2:]), (_observe(observe, carry[0], carry[1], t, params), t)
 
     zero = jnp.zeros(c0.shape[0], c0.dtype)
     init = (c0, b0, acc0, jnp.zeros((), jnp.int32), jnp.array(True), jnp.array(True), zero, metrics0,

@@ -215,3 +215,29 @@ def test_one_enumeration_of_results_and_throw():
     assert bool(ss.result == solver.RESULTS.successful)
     from fitting.optimize import CONVERGED, MAXITER
     assert MAXITER == int(np.asarray(solver.RESULTS.max_iterations._value)) and len(CONVERGED) == 3
+
+
+def test_observer_modules_are_data_new_probes_do_not_retrace():
+    import equinox as eqx
+
+    disc, model, params, c0 = v1(6)
+    calls = []
+
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def run(obs, p):
+        calls.append(1)
+        return solver.simulate(model, p, t_end=1.0, dt=0.25, save_at=[0.5, 1.0], c0=c0, observe=obs,
+                               method=solver.RKL2(s=3)).ys
+
+    f = eqx.filter_jit(run)
+    a = f(solver.observe.probes(model, disc, [[0.2, 0.3], [0.7, 0.5]]), params)
+    b = f(solver.observe.probes(model, disc, [[0.6, 0.1], [0.1, 0.9]]), params)        # other probes: data
+    c = f(solver.observe.probes(model, disc, [[0.6, 0.1], [0.1, 0.9]]),
+          solver.Params(D=params.D * 2, decay=params.decay, uptake=params.uptake, clearance=params.clearance))
+    assert len(calls) == 1 and a.shape == b.shape == c.shape == (2, 1, 2)
+    assert not np.allclose(np.asarray(a), np.asarray(b)) and not np.allclose(np.asarray(b), np.asarray(c))
+    # and the values are the interpolated field
+    sol = solver.simulate(model, params, t_end=1.0, dt=0.25, c0=c0, method=solver.RKL2(s=3))
+    nodes, w = disc.locate([[0.2, 0.3], [0.7, 0.5]])
+    want = (np.asarray(sol.final)[0][nodes] * w).sum(-1)
+    np.testing.assert_allclose(np.asarray(a)[-1, 0], want, rtol=1e-12)

@@ -181,6 +181,6 @@ def test_grid_and_mesh_sources_agree_away_from_the_source():
     angle = np.linspace(0, 2 * np.pi, 24, endpoint=False)
     probes = np.concatenate([x0 + r * np.stack([np.cos(angle), np.sin(angle)], 1) for r in (0.5, 1.0, 1.5)])
     (dg, mg, cg), (dm, mm, cm) = fields
-    on_grid = np.asarray(solver.observe.probes(mg, dg, probes)(cg, 0.0))[0]
-    on_mesh = np.asarray(solver.observe.probes(mm, dm, probes)(cm, 0.0))[0]
+    on_grid = np.asarray(solver.observe.probes(mg, dg, probes)(0.0, solver.State(cg), None))[0]
+    on_mesh = np.asarray(solver.observe.probes(mm, dm, probes)(0.0, solver.State(cm), None))[0]
     np.testing.assert_allclose(on_grid, on_mesh, rtol=0.01)
