@@ -78,3 +78,51 @@ def test_temporal_order_mesh_with_region_losses_and_a_source(method):
             for dt in dts]
     p = slope(dts, errs)
     assert abs(p - stepper.order) <= 0.2, f"order {p:.2f} (stepper order {stepper.order}), errors {errs}"
+
+
+def gmsh_ball(size):
+    """An unstructured tetrahedral mesh of the unit ball from gmsh (curved boundary, no symmetry)."""
+    import gmsh
+
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add("ball")
+        gmsh.model.occ.addSphere(0, 0, 0, 1.0)
+        gmsh.model.occ.synchronize()
+        gmsh.option.setNumber("Mesh.MeshSizeMax", size)
+        gmsh.option.setNumber("Mesh.MeshSizeMin", size)
+        gmsh.option.setNumber("Mesh.OptimizeNetgen", 1)
+        gmsh.model.mesh.generate(3)
+        tags, xyz, _ = gmsh.model.mesh.getNodes()
+        _, _, conn = gmsh.model.mesh.getElements(3)
+        tet = np.asarray(conn[0], np.int64).reshape(-1, 4)
+    finally:
+        gmsh.finalize()
+    used = np.unique(tet)
+    pos = np.zeros(int(tags.max()) + 1, np.int64)
+    pos[tags.astype(np.int64)] = np.arange(len(tags))
+    index = np.full(int(tags.max()) + 1, -1, np.int64)
+    index[used] = np.arange(len(used))
+    return geometry.Mesh(points=xyz.reshape(-1, 3)[pos[used]], cells=index[tet])
+
+
+def test_spatial_order_on_an_unstructured_gmsh_ball():
+    """Manufactured steady state on the unit ball with zero flux: c = 2 + cos(pi r^2) (dc/dr = 0 at
+    r = 1) solves -D lap c + k c = f with f = D (6 pi sin(pi r^2) + 4 pi^2 r^2 cos(pi r^2)) + k c."""
+    Dm, km = 0.05, 3.0
+    errs, hs = [], []
+    for size in (0.4, 0.25, 0.16):
+        mesh = gmsh_ball(size)
+        disc = geometry.discretise(mesh)
+        r2 = (mesh.points ** 2).sum(axis=1)
+        exact = 2 + np.cos(np.pi * r2)
+        f = Dm * (6 * np.pi * np.sin(np.pi * r2) + 4 * np.pi ** 2 * r2 * np.cos(np.pi * r2)) + km * exact
+        m = np.asarray(disc.mass)
+        model = solver.Model(disc, sources=[solver.field_source(disc, f)])
+        params = model.params(D=Dm, decay=km, sources=[solver.Constant(rate=float(m @ f))])
+        c = np.asarray(solver.steady_state(model, params, tol=1e-12).c)[0]
+        errs.append(float(np.sqrt((m * (c - exact) ** 2).sum() / (m * exact ** 2).sum())))
+        hs.append(size)
+    p = slope(hs, errs)
+    assert p >= 1.8, f"spatial order {p:.2f}, errors {errs}"
