@@ -33,7 +33,7 @@ from .model import Model
 from .params import Params
 from .kinetics import step as kinetics_step
 from .controller import PIDController
-from .steppers import RTOL, AbstractStepper, linear_forcing, make_stepper
+from .steppers import RTOL, TRBDF2, AbstractStepper, linear_forcing, make_stepper
 
 import equinox.internal as eqxi
 
@@ -186,7 +186,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
              positive: bool = True, checkpoint: bool = True, unroll: int = 1, factor_loop: bool | None = None,
              t0: float = 0.0, metrics=None, metrics0=None, rtol: float | None = None, atol: float | None = None,
              dt0: float | None = None, dt_max: float | None = None, max_steps: int | None = None,
-             controller: PIDController | None = None, throw: bool = False) -> Solution:
+             controller: PIDController | None = None, throw: bool = False, adjoint: str = "checkpoint") -> Solution:
     """Integrate the model from c0 (default zero) at time t0 (default 0) to t_end.
 
     Steps: either fixed, dt (s): save intervals are cut into equal steps no longer than dt; or
@@ -228,6 +228,10 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     parameters: pass method=RKL2(s=...) (see `solver.rkl2_stages`) or call simulate
     outside the transformation. A step that a traced parameter value makes unstable
     is reported in `Solution.status` (an integer of `solver.RESULTS`; `Solution.result` is the item).
+    adjoint: how reverse mode differentiates the steps: "checkpoint" (default; JAX's own derivative of
+    each step, recomputed from the stored step states; forward mode works too) or "discrete"
+    (TR-BDF2: the hand-written adjoint of the step's two solves, which keeps the increments and costs
+    about one forward step backwards; reverse mode only).
     throw: raise instead when the run did not succeed (`SolverError` outside jit; under jit an
     equinox runtime error with the same message).
     """
@@ -261,6 +265,13 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     elif stepper.stages == 0:
         raise ValueError("RKL2 needs a fixed stage count when params are traced (inside jit/vmap/grad): "
                          "pass method=solver.plan(model, params, dt=dt), computed outside the transformation")
+    if adjoint not in ("checkpoint", "discrete"):
+        raise ValueError(f"adjoint = {adjoint!r}; allowed: 'checkpoint' or 'discrete'")
+    if adjoint == "discrete":
+        if not isinstance(stepper, TRBDF2):
+            raise ValueError(f"adjoint='discrete' is written for TR-BDF2; the stepper is {type(stepper).__name__} "
+                             "(use adjoint='checkpoint', or method='trbdf2')")
+        stepper = TRBDF2(tol=stepper.tol, maxiter=stepper.maxiter, adjoint=True)
     dtype = params.D.dtype
     c0 = _initial(c0, model, dtype, "c0")
     uniform = bool(np.all(n == n.max()))
@@ -437,7 +448,7 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
     acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, positive=positive,
                           factor_loop=factor_loop, embedded=False)
     step_only = lambda carry, t0, h: step(carry, t0, h)[0]  # noqa: E731
-    if checkpoint:
+    if checkpoint and not getattr(stepper, "adjoint", False):
         step_only = jax.checkpoint(step_only)
 
     def interval(carry, x):

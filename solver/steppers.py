@@ -247,6 +247,64 @@ def linear_forcing(first_half, second_half):
     return mean, jnp.clip(second_half - first_half, -mean, mean)
 
 
+def _trbdf2_solves(vjp_arg, space, h, guess1, tol, maxiter):
+    """The two TR-BDF2 solves with the matrix A = m (I - dh L): (d1, d2, iterations, converged) for
+    vjp_arg = (g, c, f1, f2, f3) (forcings None or fields), with
+        A d1 = m dh (2 L c + f1 + f2),      A d2 = m (h w / dh d1 + dh (L c + f3))."""
+    g, c, f1, f2, f3 = vjp_arg
+    dh, hw, m, A, diag = _trbdf2_matrix(space, g, c, h)
+    Lc = space.apply(c, g)
+    z = lambda f: 0.0 if f is None else f  # noqa: E731
+    d1, (it1, ok1) = _pcg(A, m * dh * (2 * Lc + z(f1) + z(f2)), diag, tol, maxiter, guess1)
+    d2, (it2, ok2) = _pcg(A, m * (hw / dh * d1 + dh * (Lc + z(f3))), diag, tol, maxiter, d1 / TRBDF2.GAMMA)
+    return d1, d2, it1 + it2, ok1 & ok2
+
+
+def _trbdf2_matrix(space, g, c, h):
+    d = 0.5 * TRBDF2.GAMMA
+    w = math.sqrt(2.0) / 4.0
+    dh = d * h
+    m = space.cg_mass(c.dtype)
+    m = m.reshape((1,) * (c.ndim - m.ndim) + m.shape) if m.ndim else m
+    diag = jnp.broadcast_to(m * (1 + dh * space.diagonal(g)), c.shape)
+    return dh, h * w, m, (lambda x: m * (x - dh * space.apply(x, g))), diag
+
+
+_adjoint_solves = eqx.filter_custom_vjp(_trbdf2_solves)
+
+
+@_adjoint_solves.def_fwd
+def _adjoint_fwd(perturbed, vjp_arg, space, h, guess1, tol, maxiter):
+    out = _trbdf2_solves(vjp_arg, space, h, guess1, tol, maxiter)
+    return out, (out[0], out[1])        # the step's increments: no stage is recomputed backwards
+
+
+@_adjoint_solves.def_bwd
+def _adjoint_bwd(residuals, grad_obj, perturbed, vjp_arg, space, h, guess1, tol, maxiter):
+    """Discrete adjoint of the two solves: A is symmetric (lumped mass inner product), so the
+    backward pass is two solves with A and two transposed operator applications, no recomputation."""
+    d1, d2 = residuals
+    g, c, f1, f2, f3 = vjp_arg
+    bar1, bar2 = grad_obj[0], grad_obj[1]
+    zero = jnp.zeros_like(c)
+    bar1 = zero if bar1 is None else bar1
+    bar2 = zero if bar2 is None else bar2
+    dh, hw, m, A, diag = _trbdf2_matrix(space, g, c, h)
+    mu2, _ = _pcg(A, bar2, diag, tol, maxiter, None)
+    mu1, _ = _pcg(A, bar1 + hw / dh * m * mu2, diag, tol, maxiter, None)
+    y1, y2 = dh * m * mu1, dh * m * mu2
+    # d/d(g, x) of apply(x, g): linear in x, so one vjp per pair (x, cotangent)
+    _, vjp1 = jax.vjp(lambda x, gg: space.apply(x, gg), d1 + 2 * c, g)
+    _, vjp2 = jax.vjp(lambda x, gg: space.apply(x, gg), d2 + c, g)
+    xb1, gb1 = vjp1(y1)
+    xb2, gb2 = vjp2(y2)
+    g_bar = jax.tree.map(lambda a, b: a + b, gb1, gb2)
+    c_bar = 2 * xb1 + xb2
+    fb = lambda f, y: None if f is None else y  # noqa: E731
+    return g_bar, c_bar, fb(f1, y1), fb(f2, y1), fb(f3, y2)
+
+
+
 class TRBDF2(AbstractStepper):
     """TR-BDF2 (Bank et al. 1985; Hosea & Shampine 1996) on dc/dt = L c + f with f constant over the
     step. tol: CG tolerance on ||r|| / ||b|| (default 1e-10 in float64, 1e-5 in float32).
@@ -255,6 +313,9 @@ class TRBDF2(AbstractStepper):
 
     tol: float | None = eqx.field(static=True, default=None)
     maxiter: int = eqx.field(static=True, default=2000)
+    #: reverse mode by the discrete adjoint of the step's two solves (`simulate(adjoint="discrete")`);
+    #: forward mode (jvp, jacfwd) needs it off
+    adjoint: bool = eqx.field(static=True, default=False)
     #: takes the sources as (mean, slope) over the step (`linear_forcing`)
     linear_sources: bool = eqx.field(static=True, default=True, init=False)
     #: factors in one batch: one CG loop for all (default scenario, 7 d at rtol 1e-3: 1.44 s batched
@@ -311,12 +372,18 @@ class TRBDF2(AbstractStepper):
             scale = jnp.where(h_prev > 0, h / jnp.where(h_prev > 0, h_prev, 1.0), 0.0)
             scale = scale.reshape((-1,) + (1,) * (c.ndim - 1))
             guess1 = jnp.where(scale > 0, self.GAMMA * scale * prev, guess1)
-        d1, (it1, ok1) = solve(m * dh * (k1 + b1), guess1)
-        k2 = d1 / dh - k1
-        # BDF2 stage: Y3 = c + d2, d2 = h w (k1 + k2) + dh (L Y3 + f3):
-        # (I - dh L) d2 = h w (k1 + k2) + dh (L c + f3)
-        k0_3 = k1 if not isinstance(f, tuple) else k1 + (f3 - f1)
-        d2, (it2, ok2) = solve(m * (h * w * (k1 + k2) + dh * k0_3), d1 / self.GAMMA)
+        if self.adjoint:
+            d1, d2, its, ok = _adjoint_solves((g, c, f1, f2, f3), space, jax.lax.stop_gradient(h),
+                                              jax.lax.stop_gradient(guess1), tol, self.maxiter)
+            it1, it2, ok1, ok2 = its, 0, ok, True
+            k2 = d1 / dh - k1
+        else:
+            d1, (it1, ok1) = solve(m * dh * (k1 + b1), guess1)
+            k2 = d1 / dh - k1
+            # BDF2 stage: Y3 = c + d2, d2 = h w (k1 + k2) + dh (L Y3 + f3):
+            # (I - dh L) d2 = h w (k1 + k2) + dh (L c + f3)
+            k0_3 = k1 if not isinstance(f, tuple) else k1 + (f3 - f1)
+            d2, (it2, ok2) = solve(m * (h * w * (k1 + k2) + dh * k0_3), d1 / self.GAMMA)
         k3 = (d2 - h * w * (k1 + k2)) / dh
         new = c + d2
         # mass balance of the step (see CrankNicolson): total(new) = total(c) + h (w T1 + w T2 + d T3),

@@ -267,3 +267,39 @@ def test_observer_modules_are_data_new_probes_do_not_retrace():
     nodes, w = disc.locate([[0.2, 0.3], [0.7, 0.5]])
     want = (np.asarray(sol.final)[0][nodes] * w).sum(-1)
     np.testing.assert_allclose(np.asarray(a)[-1, 0], want, rtol=1e-12)
+
+
+def test_discrete_adjoint_equals_autodiff_and_central_differences():
+    """TR-BDF2's hand-written adjoint of its two solves (adjoint='discrete') against JAX's derivative of
+    the checkpointed step and central differences, with every linear loss, a Hill term and a source."""
+    mesh = geometry.box_mesh([0, 0], [1, 1], 8, regions=REGIONS)
+    disc = geometry.discretise(mesh)
+    model = solver.Model(disc, factors=["A", "B"], sources=[solver.point_source(disc, [[0.4, 0.45]])])
+    params = model.params(D=[[4e-3, 2e-3], [1e-3, 3e-3]], decay=[0.05, 0.1], uptake=[[0.0, 0.2], [0.05, 0.0]],
+                          clearance=0.01, robin={model.boundaries[0]: 0.01}, hill={"Vmax": 0.05, "K": 0.5, "n": 2.0},
+                          sources=[solver.Exponential(rate=[2.0, 1.0], k=0.2, start=0.5)])
+    obs = solver.observe.region_means(model)
+
+    def loss(p, adjoint):
+        sol = solver.simulate(model, p, t_end=6.0, dt=0.25, save_at=[2.0, 4.0, 6.0], method="trbdf2",
+                              adjoint=adjoint, observe=obs)
+        return jnp.sum(sol.ys ** 2)
+
+    ga = jax.grad(lambda p: loss(p, "checkpoint"))(params)
+    gd = jax.grad(lambda p: loss(p, "discrete"))(params)
+    for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gd)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-8, atol=1e-10 * np.abs(np.asarray(a)).max())
+    eps = 1e-6
+    for path in (lambda p: p.D, lambda p: p.robin, lambda p: p.hill.Vmax):  # directional: x -> x (1 +- eps)
+        up = eqx_scale(params, path, 1 + eps)
+        dn = eqx_scale(params, path, 1 - eps)
+        fd = (loss(up, "checkpoint") - loss(dn, "checkpoint")) / (2 * eps)
+        assert float(jnp.sum(path(gd) * path(params))) == pytest.approx(float(fd), rel=1e-5)
+    with pytest.raises(ValueError, match="TR-BDF2"):
+        solver.simulate(model, params, t_end=1.0, dt=0.5, method="rkl2", adjoint="discrete")
+
+
+def eqx_scale(params, where, factor):
+    import equinox as eqx
+
+    return eqx.tree_at(where, params, where(params) * factor)
