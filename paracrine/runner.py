@@ -179,7 +179,7 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     fixed = d["time"]["dt"] is not None
     # fixed steps: the stepper planned once (RKL2's stage count); error control: simulate plans it
     stepper = (solver.plan(model, params, dt=d["time"]["dt"], method=d["time"]["method"]) if fixed
-               else d["time"]["method"])
+               else solver.steppers.make_stepper(d["time"]["method"]))
     steps_kw = dict(dt=d["time"]["dt"]) if fixed else dict(rtol=d["time"]["rtol"])
     S, R = model.n_factors, model.n_regions
     share = _region_share(disc)

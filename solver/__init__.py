@@ -9,22 +9,24 @@ from .observe import AbstractObserver, State
 from .metrics import Exposure
 from .params import AbstractReaction, Binding, Hill, Params, Saturable
 from .results import RESULTS, SolverError
+from .space import AbstractSpace
 from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
 from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound, step_lengths
 from .therapy import Bolus, CellSecretion, spread_sites
 from .steady import SteadyState, steady_state
 from .sources import AbstractSource, FieldSource, PointSource
 from .controller import PIDController
+from .adi import DouglasADI
 from .steppers import (TRBDF2, AbstractStepper, CrankNicolson, ForwardEuler, RKL2, StabilityError, rkl2_coefficients,
                        rkl2_stages)
 
 __all__ = [
-    "presets", "RESULTS", "SolverError", "AbstractObserver", "State",
+    "presets", "RESULTS", "SolverError", "AbstractObserver", "State", "AbstractSpace",
     "Bolus", "CellSecretion", "spread_sites",
     "AbstractReaction", "Binding", "Hill", "Saturable",
     "Exposure",
     "observe",
-    "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "Exponential",
+    "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "DouglasADI", "Exponential",
     "PIDController", "TRBDF2",
     "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "PointSource", "RKL2",
     "STATUS_MESSAGES", "Solution", "StabilityError", "field_source", "point_source", "rkl2_coefficients",

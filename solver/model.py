@@ -12,6 +12,7 @@ from .params import Binding, Hill, Params, Saturable
 from .profiles import AbstractProfile
 from .therapy import CellSecretion
 from .sources import AbstractSource, FieldSource, PointSource
+from .space import AbstractSpace
 from .space_grid import GridSpace
 from .space_mesh import MeshSpace
 
@@ -24,7 +25,7 @@ class Model(eqx.Module):
     its static fields (shapes, names, layout) select the program.
     """
 
-    space: GridSpace | MeshSpace
+    space: AbstractSpace
     sources: tuple
     factors: tuple = eqx.field(static=True)
     regions: tuple = eqx.field(static=True)

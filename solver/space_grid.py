@@ -12,6 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .space import AbstractSpace
 from .operators import GridOperator
 
 
@@ -28,7 +29,7 @@ def _diff_flux(c, g, axis):
     return jnp.pad(f, pad_hi) - jnp.pad(f, pad_lo)
 
 
-class GridSpace(eqx.Module):
+class GridSpace(AbstractSpace):
     """Arrays and operators of a voxel grid; fields have shape (S, *grid_shape)."""
 
     region_index: jax.Array          # grid shape, -1 outside the tissue

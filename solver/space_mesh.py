@@ -22,12 +22,13 @@ import jax.numpy as jnp
 
 from geometry.discretise import positive_conductances
 
+from .space import AbstractSpace
 from .operators import MeshOperator
 
 LAYOUTS = ("csr", "padded")
 
 
-class MeshSpace(eqx.Module):
+class MeshSpace(AbstractSpace):
     """Arrays and operators of a mesh; fields have shape (S, N)."""
 
     mass_: jax.Array          # (N,)

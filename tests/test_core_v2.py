@@ -303,3 +303,19 @@ def eqx_scale(params, where, factor):
     import equinox as eqx
 
     return eqx.tree_at(where, params, where(params) * factor)
+
+
+@pytest.mark.parametrize("method", ["rkl2", "cn"])
+def test_error_control_with_other_steppers_by_step_doubling(method):
+    """Steppers without an embedded pair get step doubling; RKL2's stage count is planned for the
+    longest step the run may take."""
+    disc, model, params, c0 = v1(12)
+    save = [2.0, 5.0]
+    ref = solver.simulate(model, params, t_end=5.0, dt=1e-3 * 5, save_at=save, method="trbdf2", c0=c0)
+    w = np.asarray(disc.mass)
+    errs = []
+    for rtol in (1e-3, 1e-5):
+        sol = solver.simulate(model, params, t_end=5.0, rtol=rtol, save_at=save, c0=c0, method=method)
+        assert sol.ok, sol.message
+        errs.append(max(rel_err(y, r, w) for y, r in zip(sol.ys, ref.ys)))
+    assert errs[0] < 3e-3 and errs[1] < 3e-5 and errs[1] < errs[0] / 10, errs

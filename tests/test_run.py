@@ -272,3 +272,32 @@ def test_missing_device_is_a_clear_error(tmp_path):
     assert proc.returncode == 2
     assert "--device gpu: JAX has no such device here" in proc.stderr and "paracrine-pde[gpu]" in proc.stderr
     assert not (tmp_path / "g.partial").exists()
+
+
+def test_error_controlled_run_records_its_steps_and_agrees_with_fixed_steps(tmp_path):
+    """time.rtol (the default): run.json records the steps taken and refused and the error estimate;
+    the border-zone AUC agrees with fixed 30 s steps."""
+    base = COARSE.replace("binding = true\n", "").replace('end = "12 h"', 'end = "6 h"') \
+        .replace('maps = ["3 h", "12 h"]', 'maps = ["3 h"]')
+    fixed = runner.run(sc.load(write_scenario(tmp_path, base.replace('dt = "120 s"', 'dt = "30 s"'), "f.toml")),
+                       tmp_path / "fixed", progress=False, figures=False)
+    adaptive = runner.run(sc.load(write_scenario(tmp_path, base.replace('dt = "120 s"', "rtol = 1e-4"), "a.toml")),
+                          tmp_path / "adaptive", progress=False, figures=False)
+    info = json.loads((adaptive / "run.json").read_text())
+    assert info["status"] == "success" and info["rtol"] == 1e-4 and "TRBDF2" in info["stepper"]
+    assert info["steps"] > 0 and info["steps_rejected"] >= 0
+    assert 0 < info["error_estimate"]["largest_scaled_local_error"] <= 1.0
+    a = json.loads((adaptive / "metrics.json").read_text())["factors"]
+    f = json.loads((fixed / "metrics.json").read_text())["factors"]
+    for fac in ("VEGF", "HGF"):
+        x, y = a[fac]["regions"]["border"]["auc"], f[fac]["regions"]["border"]["auc"]
+        assert x == pytest.approx(y, rel=2e-3), fac
+        assert a[fac]["budget_pg"]["closure"] < 1e-9
+
+
+def test_dt_and_rtol_together_are_refused(tmp_path):
+    text = COARSE.replace('dt = "120 s"', 'dt = "120 s"\nrtol = 1e-3')
+    with pytest.raises(sc.ScenarioError, match=r"time gives both dt and rtol"):
+        sc.load(write_scenario(tmp_path, text))
+    with pytest.raises(sc.ScenarioError, match=r"time.rtol = 2; allowed: a number in \(0, 1\)"):
+        sc.load(write_scenario(tmp_path, COARSE.replace('dt = "120 s"', "rtol = 2"), "b.toml"))

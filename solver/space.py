@@ -1,0 +1,67 @@
+"""The interface every space (voxel grid, simplicial mesh) gives the solver: operators, masses,
+totals and region maps. Fields have shape (S, *shape): one row per factor."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+
+
+class AbstractSpace(eqx.Module):
+    shape: eqx.AbstractVar[tuple]
+    n_regions: eqx.AbstractVar[int]
+    kind: ClassVar[str]
+
+    @abc.abstractmethod
+    def conductances(self, D):
+        """The diffusion operator (a Module of this space's kind, no sink) for diffusivities D (S, R)."""
+
+    @abc.abstractmethod
+    def with_sink(self, g, r):
+        """The operator g with the loss rate r (broadcastable to a field) added to its diagonal."""
+
+    @abc.abstractmethod
+    def sink(self, g):
+        """The operator's sink (field) or None."""
+
+    @abc.abstractmethod
+    def apply(self, c, g):
+        """L c for fields c."""
+
+    @abc.abstractmethod
+    def diagonal(self, g):
+        """The diagonal of -L (broadcastable to a field): Jacobi preconditioning."""
+
+    @abc.abstractmethod
+    def rate_bound(self, g):
+        """An upper bound (S,) on the spectral radius of -L (Gershgorin)."""
+
+    @abc.abstractmethod
+    def per_node(self, values):
+        """Region-wise values (S, R) as a field."""
+
+    @abc.abstractmethod
+    def per_boundary(self, values):
+        """Boundary coefficients (S, B) in mm/s as nodal loss rates (S, N)."""
+
+    @abc.abstractmethod
+    def mass(self, dtype):
+        """Control volume per node, broadcastable to a field."""
+
+    @abc.abstractmethod
+    def cg_mass(self, dtype):
+        """The mass that symmetrises the implicit steps' matrices."""
+
+    @abc.abstractmethod
+    def total(self, c):
+        """Amount (S,) of each factor."""
+
+    @abc.abstractmethod
+    def region_amounts(self, c):
+        """Amount (S, R) of each factor in each region."""
+
+    @abc.abstractmethod
+    def region_volumes(self):
+        """Volume (R,) of each region."""
