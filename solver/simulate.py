@@ -232,8 +232,8 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     each step, recomputed from the stored step states; forward mode works too) or "discrete"
     (TR-BDF2: the hand-written adjoint of the step's two solves, which keeps the increments and costs
     about one forward step backwards; reverse mode only).
-    throw: raise instead when the run did not succeed (`SolverError` outside jit; under jit an
-    equinox runtime error with the same message).
+    throw: raise `SolverError` with the message when the run did not succeed (outside jit, vmap and
+    grad; inside them, read `Solution.result`: raising from inside a compiled program is not done).
     """
     if not isinstance(model, Model):
         raise TypeError(f"simulate needs a solver.Model, got {type(model).__name__}")
@@ -299,10 +299,10 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
 
 
 def _throw(x, status):
-    """Raise on a failed status: at once when concrete, else as an equinox runtime check on x."""
+    """Raise on a failed status (concrete results: outside jit, vmap and grad)."""
     if isinstance(status, jax.core.Tracer):
-        res = item(status)
-        return res.error_if(x, res != RESULTS.successful), status
+        raise ValueError("throw=True needs concrete results: inside jit, vmap or grad read Solution.result "
+                         "(an item of solver.RESULTS) or Solution.status instead")
     codes = sorted(set(np.asarray(status).reshape(-1).tolist()))
     if codes != [SUCCESS]:
         raise SolverError("simulate: " + "; ".join(STATUS_MESSAGES[int(c)] for c in codes if c != SUCCESS))

@@ -73,7 +73,7 @@ def test_hill_gradients_match_central_differences(method):
     def loss(h):
         p = solver.Params(D=params.D, decay=params.decay, uptake=params.uptake, clearance=params.clearance,
                           sources=params.sources, hill=solver.Hill(Vmax=params.hill.Vmax * h[0], K=h[1:2], n=h[2:3]))
-        return jnp.sum(model.total(solver.simulate(model, p, t_end=600.0, dt=30.0, method=stepper).final))
+        return jnp.sum(model.total(solver.simulate(model, p, t_end=300.0, dt=30.0, method=stepper).final))
 
     x = jnp.array([1.0, K, N])
     g = jax.grad(loss)(x)
