@@ -3,17 +3,25 @@
 For each stepper: compile time, ms per simulated 0.01 min, ns per node-factor-step,
 relative L2 error against the V1 cosine mode at the same end time; the same schemes
 written by hand in NumPy/SciPy and our speed-up over them; the mesh operator in its
-two layouts; the grid pass against the device's copy bandwidth.
+two layouts; the grid pass against the device's copy bandwidth. With --biofvm, the V5 grid
+section also runs BioFVM's LOD solver (its V5 driver, at its dt of 0.01 min, on the same
+cores), alternating with the JAX runs, and records its time and error as rows of the record.
 
     python benchmarks/forward.py            # full sizes (100^3 grid, 59^3-node mesh)
     python benchmarks/forward.py --quick    # small sizes, seconds
     python benchmarks/forward.py --threads 1 --precision double
+    python benchmarks/forward.py --only grid --biofvm PATH/TO/v5_driver
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,6 +31,7 @@ MIN = 60.0                    # s
 D_V5 = 1e5 * 1e-6 / MIN       # 1e5 um^2/min in mm^2/s
 K_V5 = 0.1 / MIN              # 0.1 /min in 1/s
 DT_V5 = 0.01 * MIN            # 0.01 min in s
+BIOFVM_DX_MM = 0.01           # the V5 driver's voxels: 10 um
 
 
 def cosine(coords, lower, length):
@@ -68,7 +77,60 @@ def run_case(model, c0, exact, *, method, dt, t_end, label, n_nodes, repeat):
     }
 
 
-def grid_cases(n, factors, dtype, repeat, methods):
+# ---------------------------------------------------------------- BioFVM (its V5 driver)
+
+def biofvm_case(path, n, S, t_end, *, label, sample):
+    """One run of BioFVM's V5 driver (LOD, dt = 0.01 min) on this process's cores: the row of its
+    output (ms per step after a warm-up step, relative L2 error against V1 at t_end)."""
+    threads = len(os.sched_getaffinity(0))
+    cmd = [str(path), str(n), "0.01", f"{t_end / MIN:g}", str(threads), str(S)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    line = next((ln for ln in proc.stdout.splitlines() if "ms_per_step=" in ln), None)
+    if line is None:
+        raise RuntimeError(f"{' '.join(cmd)}: no result line in its output:\n{proc.stdout[-500:]}")
+    out = dict(re.findall(r"(\S+)=(\S+)", line))
+    steps, ms_step = int(out["steps"]), float(out["ms_per_step"])
+    return {
+        "case": label, "method": "biofvm", "solver": "BioFVM 1.0.4 LOD (Thomas), v5_driver", "stages": 1,
+        "dt_s": DT_V5, "t_end_s": steps * DT_V5, "steps": steps, "compile_s": 0.0,
+        "run_s": 1e-3 * ms_step * steps, "ms_per_0.01min": float(out["ms_per_0.01min"]),
+        "ns_per_node_factor_step": 1e6 * ms_step / (n ** 3 * S), "rel_error_vs_V1": float(out["rel_l2"]),
+        "cg_iterations": 0, "ok": True, "threads": int(out["threads"]), "precision": "float64",
+        "sample": sample, "process_wall_s": wall, "command": " ".join([Path(cmd[0]).name] + cmd[1:]),
+    }
+
+
+def biofvm_comparison(rows):
+    """Per case: BioFVM's median time and error over its samples, and each JAX row at equal or better
+    error with its speed-up (BioFVM ms per 0.01 min / ours)."""
+    out = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        bio = [r for r in rows if r["case"] == case and r["method"] == "biofvm"]
+        if not bio:
+            continue
+        ms = statistics.median(r["ms_per_0.01min"] for r in bio)
+        err = statistics.median(r["rel_error_vs_V1"] for r in bio)
+        ours = [{"method": r["method"], "dt_s": r["dt_s"], "ms_per_0.01min": r["ms_per_0.01min"],
+                 "rel_error_vs_V1": r["rel_error_vs_V1"], "speedup": ms / r["ms_per_0.01min"]}
+                for r in rows if r["case"] == case and r["method"] != "biofvm" and r["rel_error_vs_V1"] <= err]
+        best = max(ours, key=lambda r: r["speedup"], default=None)
+        out.append({"case": case, "biofvm_samples": len(bio), "biofvm_ms_per_0.01min": ms,
+                    "biofvm_ms_range": [min(r["ms_per_0.01min"] for r in bio), max(r["ms_per_0.01min"] for r in bio)],
+                    "biofvm_rel_error": err, "at_equal_or_better_error": ours, "best": best})
+        if best:
+            print(f"  {case}: BioFVM {ms:.2f} ms/0.01min (err {err:.2e}); best at equal or better error: "
+                  f"{best['method']} dt={best['dt_s']:.4g} s {best['ms_per_0.01min']:.2f} ms, {best['speedup']:.1f}x",
+                  flush=True)
+    return out
+
+
+def grid_cases(n, factors, dtype, repeat, methods, biofvm=None):
+    """The V5 grid rows; with biofvm (the driver's path) a BioFVM run before every JAX case and
+    after the last, so that both sample the same state of the machine."""
     import numpy as np
 
     import geometry
@@ -85,11 +147,23 @@ def grid_cases(n, factors, dtype, repeat, methods):
         t_end = 20 * DT_V5
         exact = c0 * exact_factor(3, 2 * half, t_end)
         rho = 4 * D_V5 * 3 / (grid.spacing[0] ** 2)  # exact bound of the 7-point operator
+        label = f"V5 grid {n}^3, {S} factor{'s' if S > 1 else ''}"
+        samples = 0
+
+        def bio():
+            nonlocal samples
+            if biofvm:
+                out.append(dict(biofvm_case(biofvm, n, S, t_end, label=label, sample=samples),
+                                nodes=disc.n_nodes, factors=S))
+                samples += 1
+                print(_row(out[-1]), flush=True)
+
         for method, dt in methods(rho):
-            label = f"V5 grid {n}^3, {S} factor{'s' if S > 1 else ''}"
+            bio()
             out.append(dict(run_case(model, c0, exact, method=method, dt=dt, t_end=t_end, label=label,
                                      n_nodes=disc.n_nodes, repeat=repeat), nodes=disc.n_nodes, factors=S))
             print(_row(out[-1]), flush=True)
+        bio()
     return out
 
 
@@ -137,6 +211,18 @@ def numpy_grid_step(c, g, h, method, stages):
             out[tuple(sl_hi)] -= f
         return out
 
+    if method == "adi":
+        from scipy.linalg import solve_banded
+
+        z = h * L(c)
+        for a in range(3):
+            n = c.shape[a]
+            ab = np.zeros((3, n))
+            ab[0, 1:] = ab[2, :-1] = -0.5 * h * g
+            ab[1] = 1.0 - ab[0] - ab[2]  # 1 + h/2 (g_lo + g_hi), zero-flux ends
+            moved = np.moveaxis(z, a, 0)
+            z = np.moveaxis(solve_banded((1, 1), ab, moved.reshape(n, -1)).reshape(moved.shape), 0, a)
+        return c + z
     return _numpy_step(c, L, h, method, stages, np)
 
 
@@ -176,7 +262,7 @@ def numpy_baselines(grid_n, mesh_disc, dtype, cases):
     c = np.random.default_rng(0).uniform(size=(grid_n,) * 3).astype(dtype)
     g = D_V5 / hx ** 2
     for case in cases:
-        if not case["case"].startswith("V5") or case["factors"] != 1 or case["method"] == "cn":
+        if not case["case"].startswith("V5") or case["factors"] != 1 or case["method"] in ("cn", "biofvm"):
             continue
         decay = np.exp(-K_V5 * case["dt_s"] / 2)
 
@@ -254,6 +340,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=None, help="folder for the JSON record (default benchmarks/results)")
     ap.add_argument("--skip-numpy", action="store_true")
     ap.add_argument("--only", choices=["grid", "mesh"], default=None, help="run one family of cases")
+    ap.add_argument("--biofvm", type=Path, default=None, metavar="PATH",
+                    help="BioFVM's V5 driver binary: also time BioFVM on the V5 grid, alternating with the JAX runs")
     args = ap.parse_args(argv)
     pin_threads(args.threads)
     import jax
@@ -267,8 +355,10 @@ def main(argv=None):
     def grid_methods(rho):
         # dt = 0.01 min as BioFVM, then the largest steps near V5's error goal of 3e-3
         # (t_end = 20 dt: steps of 6 s and 4 s cut it into 2 and 3 equal steps)
+        # Douglas ADI from BioFVM's dt to one step for the whole 0.2 min
         return [("euler", 0.95 * 2 / rho), ("rkl2", DT_V5), ("cn", DT_V5), ("rkl2", 20 * DT_V5 / 3),
-                ("rkl2", 10 * DT_V5), ("cn", 20 * DT_V5 / 3), ("cn", 10 * DT_V5)]
+                ("rkl2", 10 * DT_V5), ("cn", 20 * DT_V5 / 3), ("cn", 10 * DT_V5),
+                ("adi", DT_V5), ("adi", 5 * DT_V5), ("adi", 10 * DT_V5), ("adi", 20 * DT_V5)]
 
     def mesh_methods(rho):
         return [("euler", 0.95 * 2 / rho), ("rkl2", DT_V5), ("cn", DT_V5)]
@@ -276,7 +366,23 @@ def main(argv=None):
     print(f"paracrine forward benchmark ({'quick' if args.quick else 'full'}, {dtype})", flush=True)
     env = environment()
     print(f"  {env['platform']} {env['device']}, {env['cpu_threads']} CPU threads, jax {env['jax']}", flush=True)
-    grid = [] if args.only == "mesh" else grid_cases(grid_n, factors, dtype, repeat, grid_methods)
+    notes = []
+    biofvm = None
+    if args.only == "mesh":
+        pass
+    elif args.biofvm is None:
+        notes.append("BioFVM rows skipped: pass --biofvm PATH (BioFVM's V5 driver) to time it alongside")
+    elif abs(1.0 / grid_n - BIOFVM_DX_MM) > 1e-12:
+        notes.append(f"BioFVM rows skipped: its V5 driver has 10 um voxels, this run's grid {grid_n}^3 has "
+                     f"{1e3 / grid_n:g} um (the full size, 100^3, matches)")
+    else:
+        biofvm = args.biofvm.resolve()
+        if not os.access(biofvm, os.X_OK):
+            ap.error(f"--biofvm {args.biofvm}: not an executable file")
+    for note in notes:
+        print(f"  note: {note}", flush=True)
+    grid = [] if args.only == "mesh" else grid_cases(grid_n, factors, dtype, repeat, grid_methods, biofvm)
+    comparison = biofvm_comparison(grid) if biofvm else []
     mesh, mesh_disc, _ = ([], None, None) if args.only == "grid" else \
         mesh_cases(mesh_n, dtype, repeat, mesh_methods, ("padded", "csr"))
     base = [] if args.skip_numpy or args.only else numpy_baselines(grid_n, mesh_disc, dtype, grid + mesh)
@@ -285,7 +391,8 @@ def main(argv=None):
               "sizes": {"grid": [grid_n] * 3, "mesh_nodes": mesh_disc and mesh_disc.n_nodes,
                         "mesh_cells": mesh_disc and mesh_disc.mesh.n_cells,
                         "factors": list(factors), "bandwidth_grid": [bw_n] * 3},
-              "results": grid + mesh, "baselines": base, "bandwidth": bw}
+              "results": grid + mesh, "baselines": base, "bandwidth": bw,
+              "biofvm_comparison": comparison, "notes": notes}
     path = write_record("forward", record, args.out)
     print(f"wrote {path}")
     return record
