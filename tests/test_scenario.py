@@ -149,7 +149,7 @@ ERRORS = {
     "sites list malformed": (edit('sites = 3', 'sites = [[1.0, 2.0]]'), r"injection\[0\]\.sites\[0\] = \[1\.0, 2\.0\]; allowed: \[x, y, z\]"),
     "sites for field route": (edit('sites = 3', 'sites = 3\nroute = "intravenous"'),
                               r"injection\[0\]\.sites: not used by the intravenous route"),
-    "bad method": (edit('dt = "120 s"', 'dt = "120 s"\nmethod = "rk4"'), r"time\.method = 'rk4'.* allowed: \['rkl2', 'cn', 'euler'\]"),
+    "bad method": (edit('dt = "120 s"', 'dt = "120 s"\nmethod = "rk4"'), r"time\.method = 'rk4'.* allowed: \['trbdf2', 'rkl2', 'cn', 'euler'\]"),
     "medium without amount": (edit('[[injection]]\ndose = "1e6 cells"\nsites = 3\n', '[[medium]]\nvolume = "50 uL"\n'),
                               r"medium\[0\]\.volume: give amount, or volume \(or rate and duration\) with concentration"),
     "bad operator": (edit('mesh_size = "0.7 mm"', 'mesh_size = "0.7 mm"\noperator = "mmatrix"'),

@@ -80,7 +80,7 @@ def test_rkl2_under_jit_needs_a_plan(case):
     (dict(t_end=float("inf")), r"t_end = inf; allowed"),
     (dict(save_at=[0.5, 2.0]), r"save_at contains 2.0; allowed: times in \[0, t_end = 1\] s"),
     (dict(save_at=[0.5, 0.2]), r"strictly increasing"),
-    (dict(method="heun"), r"method 'heun' is not one of \['cn', 'euler', 'rkl2', 'trbdf2'\]"),
+    (dict(method="heun"), r"method 'heun' is not one of \['adi', 'cn', 'euler', 'rkl2', 'trbdf2'\]"),
 ])
 def test_bad_run_options(case, kw, match):
     _, model, params = case
