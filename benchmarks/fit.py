@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     pin_threads(args.threads)
+    import equinox as eqx
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -55,29 +56,26 @@ def main(argv=None) -> int:
     import numpy as np
     from scipy.optimize import least_squares
 
-    import fitting
-    from paracrine import build as B, scenario as sc
+    from paracrine import build as B, calibrate, data as pdata, fitreport, scenario as sc
 
     mesh, days, times = ("1 mm", 1, [2, 6, 12, 18, 24]) if args.quick else ("0.5 mm", 4, [6, 24, 48, 72, 96])
     scen = sc.loads(SCENARIO.format(mesh=mesh, days=days), source="benchmark.toml")
     built = B.build(scen)
     names = ["VEGF.secretion", "VEGF.uptake.border", "cells.half_life_slow"]
-    free = fitting.resolve(built, names)
+    free = calibrate.resolve(built, names)
     truth = np.array([float(p.get(built.params)) for p in free])
     header = ["time [h]", "quantity", "factor", "where", "value [pg]", "sd [pg]"]
     keys = [(t, w) for t in times for w in ("border", "tissue")]
-    probe = fitting.from_rows(header, [(2, [str(t), "content", "VEGF", w, "1", "1"]) for t, w in keys], scen)
-    pred = fitting.Predictor(built, probe)
-    pred.plan(built.params)
-    y = np.asarray(jax.jit(pred)(built.params))
-    obs = fitting.from_rows(header, [(2, [str(t), "content", "VEGF", w, repr(float(v)), repr(0.05 * float(v))])
+    probe = pdata.from_rows(header, [(2, [str(t), "content", "VEGF", w, "1", "1"]) for t, w in keys], scen)
+    y = calibrate.predict(built, probe)
+    obs = pdata.from_rows(header, [(2, [str(t), "content", "VEGF", w, repr(float(v)), repr(0.05 * float(v))])
                                      for (t, w), v in zip(keys, y)], scen)
     init = {n: float(v) * f for n, v, f in zip(names, truth, (0.5, 2.0, 0.5))}
 
-    prob = fitting.Problem(built, obs, free, initial=init)
-    resid = jax.jit(prob.residual)
-    loss = jax.jit(prob.loss)
-    vg = jax.jit(jax.value_and_grad(prob.loss))
+    prob = calibrate.problem(built, obs, free, initial=init)
+    resid = eqx.filter_jit(prob.residual)
+    loss = eqx.filter_jit(prob.loss)
+    vg = eqx.filter_jit(jax.value_and_grad(prob.loss))
     z = jnp.asarray(prob.z0)
     fwd_first, fwd = timeit(lambda: jax.block_until_ready(resid(z)), repeat=5)
     _, val = timeit(lambda: jax.block_until_ready(loss(z)), repeat=5)
@@ -104,7 +102,7 @@ def main(argv=None) -> int:
         gradient_modes[label] = {"value_s": tv, "value_and_grad_s": tg, "ratio": tg / tv}
         print(f"{label:26s} value {1e3 * tv:8.1f} ms, value + gradient {1e3 * tg:8.1f} ms: ratio {tg / tv:.2f}")
 
-    res = fitting.fit(built, obs, names, initial=init)
+    res = calibrate.fit(built, obs, names, initial=init)
     ours_err = np.abs(res.values / truth - 1)
     calls = []
 
@@ -113,7 +111,7 @@ def main(argv=None) -> int:
         return np.asarray(resid(jnp.asarray(x)))
 
     t0 = time.perf_counter()
-    ref = least_squares(counted, prob.z0, jac="2-point", method="trf", x_scale="jac")
+    ref = least_squares(counted, np.asarray(prob.z0), jac="2-point", method="trf", x_scale="jac")
     ref_wall = time.perf_counter() - t0
     ref_err = np.abs(np.array([float(p.from_z(v)) for p, v in zip(free, ref.x)]) / truth - 1)
     record = {

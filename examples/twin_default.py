@@ -25,8 +25,7 @@ def main(argv=None) -> int:
     jax.config.update("jax_enable_x64", True)
     import numpy as np
 
-    import fitting
-    from paracrine import build as B, scenario as sc
+    from paracrine import build as B, calibrate, data as pdata, fitreport, scenario as sc
 
     scen = sc.default()
     built = B.build(scen)
@@ -35,11 +34,9 @@ def main(argv=None) -> int:
     times = [6, 24, 72, 168]
     header = ["time [h]", "quantity", "factor", "where", "value [pg]", "sd [pg]"]
     keys = [(t, w) for t in times for w in ("tissue", "border")]
-    probe = fitting.from_rows(header, [(k + 2, [str(t), "content", "VEGF", w, "1", "1"]) for k, (t, w) in enumerate(keys)],
+    probe = pdata.from_rows(header, [(k + 2, [str(t), "content", "VEGF", w, "1", "1"]) for k, (t, w) in enumerate(keys)],
                               scen)
-    pred = fitting.Predictor(built, probe)
-    pred.plan(built.params)
-    clean = np.asarray(jax.jit(pred)(built.params))
+    clean = calibrate.predict(built, probe)
     rng = np.random.default_rng(args.seed)
     noisy = clean * (1 + args.noise * rng.standard_normal(len(clean)))
     out = Path(args.out)
@@ -49,11 +46,11 @@ def main(argv=None) -> int:
     lines += [f"{t},content,VEGF,{w},{v:.6g},{args.noise * c:.6g}" for (t, w), v, c in zip(keys, noisy, clean)]
     data = out / "data.csv"
     data.write_text("\n".join(lines) + "\n")
-    obs = fitting.read_csv(data, scen)
+    obs = pdata.read_csv(data, scen)
     start = {"VEGF.secretion": truth["VEGF.secretion"] / 2.5, "VEGF.uptake.border": truth["VEGF.uptake.border"] * 3}
-    res = fitting.fit(built, obs, list(truth), initial=start,
+    res = calibrate.fit(built, obs, list(truth), initial=start,
                       progress=lambda i, loss, lam, ok: print(f"  iteration {int(i)}  loss {float(loss):.5g}", flush=True))
-    fitting.report.write(res, scen, out)
+    fitreport.write(res, scen, out)
     print(f"{res.status}: {res.iterations} iterations, {res.n_solves} model passes, {res.wall_s:.0f} s "
           f"(+{res.compile_s:.0f} s compile)")
     for n, v, (lo, hi) in zip(res.names, res.values, res.intervals):

@@ -1,16 +1,21 @@
-"""Calibration of rates to measured data: observations, observation operators, free parameters,
-Levenberg-Marquardt and optax optimisers (multi-start with vmap), uncertainty.
+"""Calibration and optimisation over the solver, with no file formats in it: free parameters,
+least-squares problems, Levenberg-Marquardt and optax optimisers (multi-start with vmap),
+uncertainty (Laplace covariance, profile likelihood) and ensembles sharded over devices.
 
-    obs = fitting.read_csv("data.csv", scenario)
-    result = fitting.fit(built, obs, ["VEGF.secretion", "VEGF.uptake.border"])
+    k = fitting.parameter("decay", lambda p: p.decay, index=0, unit="1/s")
+    prob = fitting.Problem(model, params0, [k], fitting.Pick(observer, t_idx, flat), times, data, sd, dt=60.0)
+    result = fitting.fit(prob)
+
+Scenario files, CSV data with units and the named-parameter catalogue live in
+`paracrine.calibrate`, which builds these objects.
 """
 
-from . import report, sweep as ensembles
-from .data import DataError, Observations, from_rows, read_csv
-from .fit import FitResult, Problem, fit, profile_likelihood
-from .model import Predictor
-from .parameters import FreeParameter, available, resolve
-from .sweep import sweep
+from .fit import FitResult, fit, profile_likelihood, traces
+from .optimize import levenberg_marquardt, optax_minimize
+from .parameters import AbstractTransform, FreeParameter, Identity, Log, Logit, parameter
+from .problem import AbstractObservation, Pick, Problem
+from .sweep import ensemble, members, shard_rows
 
-__all__ = ["report", "ensembles", "DataError", "FitResult", "FreeParameter", "Observations", "Predictor", "Problem", "available", "fit",
-           "from_rows", "profile_likelihood", "read_csv", "resolve", "sweep"]
+__all__ = ["AbstractObservation", "AbstractTransform", "FitResult", "FreeParameter", "Identity", "Log", "Logit", "Pick",
+           "Problem", "ensemble", "fit", "levenberg_marquardt", "members", "optax_minimize", "parameter",
+           "profile_likelihood", "shard_rows", "traces"]

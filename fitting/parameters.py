@@ -1,176 +1,162 @@
-"""Free parameters by name, as in the scenario: `VEGF.secretion`, `VEGF.uptake.border`, `VEGF.decay`,
-`VEGF.half_life`, `VEGF.D`, `VEGF.clearance.core`, `cells.washout`, `cells.retention`,
-`cells.fast_fraction`, `cells.half_life_fast`, `cells.half_life_slow`, `cells.dose` (cells per
-injection, every injection), `medium.retention`.
+"""Free parameters over `solver.Params`: how to read and write one number, and the unconstrained
+coordinate an optimiser moves in.
 
-Each name reads and writes its leaves of `solver.Params` (traced) and maps to an unconstrained
-coordinate z: log for positive quantities, logit for fractions. A name without a region
-(`VEGF.uptake`) sets every region to one value.
+    k = fitting.parameter("decay", lambda p: p.decay, index=0, unit="1/s")          # log coordinate
+    f = fitting.parameter("retention", lambda p: p.sources[0].retention, index=0,
+                          transform=fitting.Logit())                                 # a fraction
+
+A `FreeParameter(name, get, set, transform, bounds, unit)` is plain data: `get(params)` gives the
+value, `set(params, value)` a new Params with it written in, `transform` maps the value to the
+coordinate z (log for positive quantities, logit for fractions, identity otherwise) and back,
+`bounds` (natural units) is the box an optimiser keeps to (None: a default around the start,
+see `default_bounds`). The same objects serve calibration (`fitting.Problem`), sweeps
+(`fitting.ensemble`) and design; this module knows nothing of scenario files.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
-
-from paracrine.units import suggest
-
-LN2 = math.log(2)
 
 
-@dataclasses.dataclass(frozen=True)
-class FreeParameter:
-    name: str
-    kind: str                      # "positive" (log) or "fraction" (logit)
-    unit: str                      # internal unit of the value
-    get: Callable                  # Params -> scalar
-    set: Callable                  # (Params, scalar) -> Params
-    toml: Callable                 # (raw scenario dict, value) -> None: write the value back
+class AbstractTransform(eqx.Module):
+    """value <-> unconstrained coordinate z; `domain` says which values are allowed."""
+
+    @abc.abstractmethod
+    def to_z(self, v): ...
+
+    @abc.abstractmethod
+    def from_z(self, z): ...
+
+    @abc.abstractmethod
+    def allowed(self, v) -> bool: ...
+
+    domain: eqx.AbstractClassVar[str]
+    kind: eqx.AbstractClassVar[str]
+
+    def default_bounds(self, v: float) -> tuple[float, float]:
+        """The box around a start v when none is given."""
+        return (v / 1e4, v * 1e4)
+
+
+class Log(AbstractTransform):
+    """z = log v for positive quantities (rates, diffusivities, doses, half-lives)."""
+
+    domain: ClassVar[str] = "> 0"
+    kind: ClassVar[str] = "positive"
 
     def to_z(self, v):
-        v = jnp.asarray(v)
-        return jnp.log(v) if self.kind == "positive" else jnp.log(v) - jnp.log1p(-v)
+        return jnp.log(jnp.maximum(v, 1e-300))
 
     def from_z(self, z):
-        return jnp.exp(z) if self.kind == "positive" else 1.0 / (1.0 + jnp.exp(-z))
+        return jnp.exp(z)
+
+    def allowed(self, v):
+        return math.isfinite(v) and v > 0
 
 
-def _set_leaf(params, where, value_fn):
-    return eqx.tree_at(where, params, value_fn(where(params)))
+class Logit(AbstractTransform):
+    """z = log(v / (1 - v)) for fractions in (0, 1) (retention, fast fraction)."""
+
+    domain: ClassVar[str] = "in (0, 1)"
+    kind: ClassVar[str] = "fraction"
+
+    def to_z(self, v):
+        v = jnp.clip(v, 1e-12, 1 - 1e-12)
+        return jnp.log(v) - jnp.log1p(-v)
+
+    def from_z(self, z):
+        return 1.0 / (1.0 + jnp.exp(-z))
+
+    def allowed(self, v):
+        return math.isfinite(v) and 0 < v < 1
+
+    def default_bounds(self, v):
+        return (1e-6, 1 - 1e-6)
 
 
-def available(built) -> dict[str, FreeParameter]:
-    """Every free-parameter name this built scenario supports."""
-    import solver
+class Identity(AbstractTransform):
+    """z = v for quantities of either sign (a time shift, a coordinate)."""
 
-    model, params = built.model, built.params
-    factors, regions = list(model.factors), list(model.regions)
-    out: dict[str, FreeParameter] = {}
+    domain: ClassVar[str] = "finite"
+    kind: ClassVar[str] = "real"
 
-    def add(p: FreeParameter):
-        out[p.name] = p
+    def to_z(self, v):
+        return jnp.asarray(v)
 
-    for s, f in enumerate(factors):
-        for key, unit in (("D", "mm^2/s"), ("uptake", "1/s"), ("clearance", "1/s")):
-            leaf = (lambda key: lambda p: getattr(p, key))(key)
-            add(FreeParameter(f"{f}.{key}", "positive", unit,
-                              (lambda leaf, s: lambda p: leaf(p)[s, 0])(leaf, s),
-                              (lambda leaf, s: lambda p, v: _set_leaf(p, leaf, lambda a: a.at[s, :].set(v)))(leaf, s),
-                              (lambda key, f, unit: lambda raw, v: _factor(raw, f).__setitem__(key, f"{v:.9g} {unit}"))(key, f, unit)))
-            for r, reg in enumerate(regions):
-                add(FreeParameter(f"{f}.{key}.{reg}", "positive", unit,
-                                  (lambda leaf, s, r: lambda p: leaf(p)[s, r])(leaf, s, r),
-                                  (lambda leaf, s, r: lambda p, v: _set_leaf(p, leaf, lambda a: a.at[s, r].set(v)))(leaf, s, r),
-                                  (lambda key, f, reg, unit: lambda raw, v: _region_table(_factor(raw, f), key, regions)
-                                   .__setitem__(reg, f"{v:.9g} {unit}"))(key, f, reg, unit)))
-        add(FreeParameter(f"{f}.decay", "positive", "1/s", (lambda s: lambda p: p.decay[s])(s),
-                          (lambda s: lambda p, v: _set_leaf(p, lambda q: q.decay, lambda a: a.at[s].set(v)))(s),
-                          (lambda f: lambda raw, v: _set_decay(raw, f, f"{v:.9g} 1/s"))(f)))
-        add(FreeParameter(f"{f}.half_life", "positive", "s", (lambda s: lambda p: LN2 / p.decay[s])(s),
-                          (lambda s: lambda p, v: _set_leaf(p, lambda q: q.decay, lambda a: a.at[s].set(LN2 / v)))(s),
-                          (lambda f: lambda raw, v: _set_half_life(raw, f, f"{v:.9g} s"))(f)))
-    if params.hill is not None:   # Hill-type receptor uptake: Vmax (all regions at once) and K per factor
-        for s, f in enumerate(factors):
-            add(FreeParameter(f"{f}.hill.Vmax", "positive", "pg/mm^3/s", (lambda s: lambda p: p.hill.Vmax[s, 0])(s),
-                              (lambda s: lambda p, v: _set_leaf(p, lambda q: q.hill.Vmax, lambda a: a.at[s, :].set(v)))(s),
-                              (lambda f: lambda raw, v: _factor(raw, f)["hill"].__setitem__("Vmax", f"{v:.9g} pg/mm^3/s"))(f)))
-            add(FreeParameter(f"{f}.hill.K", "positive", "pg/mm^3", (lambda s: lambda p: p.hill.K[s])(s),
-                              (lambda s: lambda p, v: _set_leaf(p, lambda q: q.hill.K, lambda a: a.at[s].set(v)))(s),
-                              (lambda f: lambda raw, v: _factor(raw, f)["hill"].__setitem__("K", f"{v:.9g} pg/mm^3"))(f)))
-    cells = [k for k, _ in built.cell_sources]
-    if cells:
-        def each_cell(p, attr, fn):
-            for k in cells:
-                p = _set_leaf(p, lambda q, k=k: getattr(q.sources[k], attr), fn)
-            return p
+    def from_z(self, z):
+        return z
 
-        k0 = cells[0]
-        for s, f in enumerate(factors):
-            add(FreeParameter(f"{f}.secretion", "positive", "pg/cell/s",
-                              (lambda s: lambda p: p.sources[k0].secretion[s])(s),
-                              (lambda s: lambda p, v: each_cell(p, "secretion", lambda a: a.at[s].set(v)))(s),
-                              (lambda f: lambda raw, v: raw["cells"]["secretion"].__setitem__(f, f"{v:.9g} pg/cell/s"))(f)))
-        add(FreeParameter("cells.retention", "fraction", "1", lambda p: p.sources[k0].retention[0],
-                          lambda p, v: each_cell(p, "retention", lambda a: jnp.full_like(a, v)),
-                          lambda raw, v: [inj.__setitem__("retention", float(v)) for inj in raw["injection"]]))
-        add(FreeParameter("cells.washout", "fraction", "1", lambda p: 1.0 - p.sources[k0].retention[0],
-                          lambda p, v: each_cell(p, "retention", lambda a: jnp.full_like(a, 1.0 - v)),
-                          lambda raw, v: [inj.__setitem__("retention", float(1.0 - v)) for inj in raw["injection"]]))
-        shares = dict(zip(cells, built.cell_dose_share))
+    def allowed(self, v):
+        return math.isfinite(v)
 
-        def set_dose(p, v):
-            for k in cells:
-                p = _set_leaf(p, lambda q, k=k: q.sources[k].dose, lambda a, k=k: jnp.full_like(a, v * shares[k]))
-            return p
-
-        add(FreeParameter("cells.dose", "positive", "cell", lambda p: p.sources[k0].dose[0] / shares[k0], set_dose,
-                          lambda raw, v: [inj.__setitem__("dose", f"{v:.9g} cells") for inj in raw["injection"]]))
-        add(FreeParameter("cells.fast_fraction", "fraction", "1", lambda p: p.sources[k0].fast_fraction,
-                          lambda p, v: each_cell(p, "fast_fraction", lambda a: jnp.full_like(a, v)),
-                          lambda raw, v: raw["cells"].__setitem__("fast_fraction", float(v))))
-        for which, attr in (("fast", "k_fast"), ("slow", "k_slow")):
-            add(FreeParameter(f"cells.half_life_{which}", "positive", "s",
-                              (lambda attr: lambda p: LN2 / getattr(p.sources[k0], attr))(attr),
-                              (lambda attr: lambda p, v: each_cell(p, attr, lambda a: jnp.full_like(a, LN2 / v)))(attr),
-                              (lambda which: lambda raw, v: raw["cells"].__setitem__(f"{which}_half_life", f"{v:.9g} s"))(which)))
-    media = [k for k, prof in enumerate(params.sources) if isinstance(prof, solver.Bolus)]
-    if media:
-        base = {k: np.asarray(params.sources[k].amount) for k in media}
-        ret = {k: built.media_retention[i] for i, k in enumerate(media)}
-
-        def set_medium(p, v):
-            for k in media:
-                p = _set_leaf(p, lambda q, k=k: q.sources[k].amount, lambda a, k=k: jnp.asarray(base[k] / ret[k]) * v)
-            return p
-
-        m0 = media[0]
-        add(FreeParameter("medium.retention", "fraction", "1",
-                          lambda p: p.sources[m0].amount[np.argmax(base[m0])] * ret[m0] / base[m0][np.argmax(base[m0])],
-                          set_medium, lambda raw, v: [m.__setitem__("retention", float(v)) for m in raw["medium"]]))
-    return out
+    def default_bounds(self, v):
+        return (v - 1e4 * max(abs(v), 1.0), v + 1e4 * max(abs(v), 1.0))
 
 
-def _factor(raw, f):
-    return raw["factors"][f]
+TRANSFORMS = {"log": Log, "logit": Logit, "identity": Identity}
 
 
-def _region_table(table, key, regions):
-    """The scenario's {region: value} table for key, expanding a single value to every region."""
-    cur = table.get(key)
-    if not isinstance(cur, dict):
-        table[key] = {} if cur is None else {r: cur for r in regions}
-    return table[key]
+@dataclasses.dataclass(frozen=True, eq=False)
+class FreeParameter:
+    """One number of a Params tree that an optimiser may change.
+
+    Compared and hashed by identity: a compiled fit is reused as long as the same FreeParameter
+    objects are used (build them once, change data and starts freely)."""
+
+    name: str
+    get: Callable                   # Params -> scalar
+    set: Callable                   # (Params, scalar) -> Params
+    transform: AbstractTransform = Log()
+    bounds: tuple | None = None     # (low, high) in natural units, or None for the default box
+    unit: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.transform.kind
+
+    def to_z(self, v):
+        return self.transform.to_z(v)
+
+    def from_z(self, z):
+        return self.transform.from_z(z)
+
+    def box(self, start: float, bounds=None) -> tuple[float, float]:
+        """(low, high) for a start value: `bounds` if given, else self.bounds, else the transform's
+        default around the start; checked (low < high, both allowed, the start inside)."""
+        lo, hi = bounds if bounds is not None else (self.bounds or self.transform.default_bounds(start))
+        lo, hi = float(lo), float(hi)
+        closed = {"positive": lo >= 0, "fraction": 0 <= lo and hi <= 1, "real": True}[self.kind]
+        if not (lo < hi and closed and math.isfinite(lo) and math.isfinite(hi) and lo <= start <= hi):
+            raise ValueError(f"bounds for {self.name} = ({lo:g}, {hi:g}); allowed: low < high, both "
+                             f"{self.transform.domain} or at its edge, around the start {start:g}")
+        return lo, hi
 
 
-def _set_decay(raw, f, text):
-    t = _factor(raw, f)
-    t.pop("half_life", None)
-    t["decay"] = text
+def parameter(name: str, where: Callable, index=(), *, transform="log", bounds=None, unit: str = "",
+              scale: Callable | None = None) -> FreeParameter:
+    """A FreeParameter for the element `index` of the array leaf `where(params)`.
 
+    index=() takes a scalar leaf; an index with slices (e.g. `(0, slice(None))`) sets every element
+    it selects to one value and reads the first. transform: "log", "logit", "identity" or an
+    AbstractTransform."""
+    if isinstance(transform, str):
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform {transform!r}; allowed: {list(TRANSFORMS)} or an AbstractTransform")
+        transform = TRANSFORMS[transform]()
+    idx = index if isinstance(index, tuple) else (index,)
 
-def _set_half_life(raw, f, text):
-    t = _factor(raw, f)
-    t.pop("decay", None)
-    t["half_life"] = text
+    def get(p):
+        a = jnp.asarray(where(p))[idx]
+        return a.reshape(-1)[0] if a.ndim else a
 
+    def set_(p, v):
+        leaf = where(p)
+        return eqx.tree_at(where, p, jnp.asarray(leaf).at[idx].set(jnp.asarray(v, jnp.asarray(leaf).dtype)))
 
-def resolve(built, names) -> list[FreeParameter]:
-    """FreeParameters for names, with the nearest valid name suggested for unknown ones."""
-    avail = available(built)
-    if isinstance(names, str):
-        names = [names]
-    if not names:
-        raise ValueError(f"no free parameters given; this scenario has: {sorted(avail)}")
-    out = []
-    for n in names:
-        if n not in avail:
-            raise ValueError(f"unknown free parameter {n!r}{suggest(n, avail)} allowed: {sorted(avail)}")
-        out.append(avail[n])
-    if len({p.name for p in out}) != len(out):
-        raise ValueError(f"free parameters named twice: {list(names)}")
-    return out
+    return FreeParameter(name, get, set_, transform, bounds, unit)

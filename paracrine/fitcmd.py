@@ -66,14 +66,14 @@ def run(args, set_platform) -> int:
     from . import scenario as sc
 
     set_platform(args.device, args.precision)
-    import fitting
-
+    from . import calibrate, fitreport
     from .build import build
+    from .data import read_csv
 
     scen = sc.load(args.scenario)
     built = build(scen)
-    obs = fitting.read_csv(args.data, scen)
-    free = fitting.resolve(built, args.free)
+    obs = read_csv(args.data, scen)
+    free = calibrate.resolve(built, args.free)
     units = {p.name: p.unit for p in free}
     priors = {}
     for item in args.prior or []:  # the median has units, sigma is a plain number (log units)
@@ -99,14 +99,14 @@ def run(args, set_platform) -> int:
               f"{'' if bool(ok) else '  (no decrease: stopping)'}", flush=True)
 
     print(f"paracrine fit: {len(obs)} observations from {obs.source}; free: {', '.join(args.free)}")
-    res = fitting.fit(built, obs, args.free, method=args.method, loss=args.loss, starts=args.starts, seed=args.seed,
+    res = calibrate.fit(built, obs, free, method=args.method, loss=args.loss, starts=args.starts, seed=args.seed,
                       max_iter=args.max_iter, initial=_pairs(args.initial, "--initial", units, 1),
                       bounds=_pairs(args.bound, "--bound", units, 2), priors=priors, profile=args.profile or (),
                       progress=progress)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    fitting.report.write(res, scen, tmp, figures=not args.no_figures)
+    fitreport.write(res, scen, tmp, figures=not args.no_figures)
     if out.exists():
         out.rmdir()
     tmp.rename(out)
@@ -141,8 +141,7 @@ def run_sweep(args, set_platform) -> int:
     from . import scenario as sc
 
     set_platform(args.device, args.precision)
-    import fitting
-
+    from . import calibrate
     from .build import build
 
     scen = sc.load(args.scenario)
@@ -153,17 +152,17 @@ def run_sweep(args, set_platform) -> int:
         name = name.strip()
         if not rest:
             raise ValueError(f"--vary {item!r}; allowed: NAME=VALUE,VALUE,...")
-        (p,) = fitting.resolve(built, [name])
+        (p,) = calibrate.resolve(built, [name])
         vary[name] = [_quantity(v, p.unit, f"--vary {name}") for v in rest.split(",")]
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.scenario).stem
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty; choose another --out")
-    res = fitting.sweep(built, vary, zip_values=args.zip)
+    res = calibrate.sweep(built, vary, zip_values=args.zip)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    fitting.ensembles.write_table(tmp / "sweep.csv", res)
+    calibrate.write_table(tmp / "sweep.csv", res)
     (tmp / "sweep.json").write_text(json.dumps({"scenario": scen.source, "names": res["names"], "units": res["units"],
                                                 "values": res["values"].tolist(), "devices": res["devices"],
                                                 "metrics": res["metrics"]}, indent=1))

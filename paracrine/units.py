@@ -1,94 +1,22 @@
-"""Units of scenario files (pint) and their conversion to the solver's internal units.
-
-Internal units: mm, s, pg; concentrations pg/mm^3 (= ng/mL), cells counted.
-Molar quantities (nM, molecule/cell/s) convert through the factor's molecular
-weight. A value is a string with a unit ("33.7 min", "1.04e-6 cm^2/s", "4 ng/mL")
-or a bare number where the quantity is dimensionless ("2e6" cells, 0.45).
+"""Units of scenario and data files: `solver.units` (the project's one units module), with the
+application's error type.
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
-import math
+from solver.units import KINDS, UnitError, format_internal, registry, suggest
+from solver.units import parse as _parse
 
-import pint
+__all__ = ["KINDS", "ScenarioError", "format_internal", "parse", "registry", "suggest"]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UnitError):
     """A scenario file (or one of its values) is not valid; the message names file, key and what is allowed."""
 
 
-def suggest(key, allowed) -> str:
-    """'; did you mean X?' for the valid name nearest to key, or ''."""
-    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-@functools.lru_cache(maxsize=1)
-def registry() -> pint.UnitRegistry:
-    ureg = pint.UnitRegistry()
-    ureg.define("cell = [cell_count] = cells")
-    return ureg
-
-
-#: kind -> (internal unit, dimensionality strings accepted, example)
-KINDS = {
-    "length": ("mm", "a length, e.g. \"0.5 mm\""),
-    "time": ("s", "a time, e.g. \"33.7 min\" or \"7 d\""),
-    "diffusivity": ("mm^2/s", "a diffusivity, e.g. \"1.04e-6 cm^2/s\""),
-    "rate": ("1/s", "a rate, e.g. \"1e-3 1/s\" or \"0.5 /h\""),
-    "velocity": ("mm/s", "a permeability (length/time), e.g. \"4e-8 cm/s\""),
-    "volume": ("mm^3", "a volume, e.g. \"50 uL\""),
-    "concentration": ("pg/mm^3", "a concentration, e.g. \"4 ng/mL\" or \"0.1 nM\""),
-    "amount": ("pg", "an amount, e.g. \"200 ng\" or \"1 pmol\""),
-    "secretion": ("pg/cell/s", "a secretion rate per cell, e.g. \"1203 pg / (1e6 cell * 48 h)\" or "
-                               "\"0.1 molecule/cell/s\""),
-    "cells": ("cell", "a number of cells, e.g. \"1e6\" or \"2e6 cells\""),
-    "volume_rate": ("mm^3/s", "a volume per time, e.g. \"10 uL/min\""),
-    "concentration_rate": ("pg/mm^3/s", "a concentration per time, e.g. \"0.1 ng/mL/min\""),
-    "kon": ("mm^3/pg/s", "a second-order rate constant, e.g. \"4.2e5 1/M/s\""),
-    "number": ("", "a number"),
-}
-
-# molar forms: replacing [substance] by [mass] through the molecular weight
-_MOLAR = {"concentration", "amount", "secretion", "concentration_rate", "kon"}
-
-
 def parse(value, kind: str, where: str, *, mw_kda: float | None = None) -> float:
-    """Convert a scenario value to the internal unit of `kind`; `where` names file and key in errors."""
-    unit, allowed = KINDS[kind]
-    ureg = registry()
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ScenarioError(f"{where} = {value!r}; allowed: {allowed}")
+    """Convert a scenario value to the internal unit of `kind` (see solver.units.parse); raises ScenarioError."""
     try:
-        q = ureg.Quantity(value) if isinstance(value, str) else ureg.Quantity(float(value))
-    except Exception as err:  # pint raises several types for text it cannot read
-        raise ScenarioError(f"{where} = {value!r} is not a quantity pint can read ({type(err).__name__}: "
-                            f"{err}); allowed: {allowed}") from None
-    if q.dimensionless and q.magnitude == 0:
-        return 0.0  # zero needs no unit
-    if kind == "cells" and q.dimensionless:
-        q = q * ureg.cell
-    if kind == "number":
-        if not q.dimensionless:
-            raise ScenarioError(f"{where} = {value!r} has units ({q.units}); allowed: {allowed} without units")
-        out = float(q.to("dimensionless").magnitude)
-    else:
-        target = ureg.Quantity(1.0, unit)
-        if kind in _MOLAR and q.dimensionality.get("[substance]", 0) != 0:
-            if mw_kda is None:
-                raise ScenarioError(f"{where} = {value!r} is molar; give the factor's molecular weight (mw) to convert it")
-            n = q.dimensionality["[substance]"]
-            q = q * (ureg.Quantity(mw_kda * 1e3, "g/mol") ** n)
-        if q.dimensionality != target.dimensionality:
-            got = "dimensionless" if q.dimensionless else str(q.dimensionality)
-            raise ScenarioError(f"{where} = {value!r} has dimension {got}; allowed: {allowed}")
-        out = float(q.to(unit).magnitude)
-    if not math.isfinite(out):
-        raise ScenarioError(f"{where} = {value!r} is not finite; allowed: {allowed}")
-    return out
-
-
-def format_internal(kind: str) -> str:
-    return KINDS[kind][0] or "1"
+        return _parse(value, kind, where, mw_kda=mw_kda)
+    except UnitError as err:
+        raise ScenarioError(str(err)) from None

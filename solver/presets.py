@@ -16,14 +16,7 @@ import math
 MIN, HOUR = 60.0, 3600.0
 
 
-def molar_to_pg_per_mm3(molar: float, mw_kda: float) -> float:
-    """Concentration in mol/L to pg/mm^3 (= ng/mL): c = M x MW[g/mol] x 1e6."""
-    return molar * mw_kda * 1e3 * 1e6
-
-
-def kon_per_molar_to_internal(kon: float, mw_kda: float) -> float:
-    """A second-order rate constant in 1/(M s) to mm^3/(pg s)."""
-    return kon * 1e-6 / (mw_kda * 1e3)
+from .units import kon_per_molar_to_internal, molar_to_pg_per_mm3  # noqa: F401 - the project's one units module
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,7 +114,7 @@ region = "border"
 
 
 def test_hill_scenario_key_and_fit_parameter(tmp_path):
-    from fitting.parameters import available
+    from paracrine.catalogue import available
     from paracrine import build as B, scenario as sc
 
     regions = {"remote": True, "border": geometry.halfspace(0, 2.0), "core": geometry.halfspace(0, 3.0)}

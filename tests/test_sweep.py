@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fitting
 import solver
-from paracrine import build as B, scenario as sc
+from paracrine import build as B, calibrate, scenario as sc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,9 +44,9 @@ def built():
 
 def test_sweep_equals_a_loop_of_runs(built):
     vary = {"cells.dose": [1e5, 1e6], "VEGF.uptake.border": [1e-4, 1e-3]}
-    res = fitting.sweep(built, vary, shard=False)
+    res = calibrate.sweep(built, vary, shard=False)
     assert res["values"].shape == (4, 2) and res["means"].shape == (4, 6, 1, 3)
-    dose, uptake = fitting.resolve(built, list(vary))
+    dose, uptake = calibrate.resolve(built, list(vary))
     stepper = solver.plan(built.model, built.params, dt=600.0)
     for m, (d, u) in enumerate(res["values"]):
         params = uptake.set(dose.set(built.params, d), u)
@@ -57,7 +56,7 @@ def test_sweep_equals_a_loop_of_runs(built):
 
 
 def test_dose_response_is_linear(built):
-    res = fitting.sweep(built, {"cells.dose": [1e5, 1e6, 1e7]}, shard=False)
+    res = calibrate.sweep(built, {"cells.dose": [1e5, 1e6, 1e7]}, shard=False)
     auc = np.array([m["VEGF.auc_pg_per_mL_h"] for m in res["metrics"]])
     sec = np.array([m["VEGF.secreted_pg"] for m in res["metrics"]])
     np.testing.assert_allclose(auc / auc[0], [1, 10, 100], rtol=1e-9)
@@ -69,13 +68,13 @@ def test_sharded_sweep_equals_unsharded_on_four_devices(tmp_path):
     code = f"""
 import jax
 jax.config.update("jax_enable_x64", True)
-import numpy as np, fitting
-from paracrine import build as B, scenario as sc
+import numpy as np
+from paracrine import build as B, calibrate, scenario as sc
 assert jax.device_count() == 4
 b = B.build(sc.loads({TEXT!r}, source="sweep.toml"))
 vary = {{"cells.dose": [1e5, 1e6, 1e7], "VEGF.uptake.border": [1e-4, 1e-3]}}
-a = fitting.sweep(b, vary, shard=True)
-u = fitting.sweep(b, vary, shard=False)
+a = calibrate.sweep(b, vary, shard=True)
+u = calibrate.sweep(b, vary, shard=False)
 assert a["devices"] == 4 and u["devices"] == 1, (a["devices"], u["devices"])
 np.testing.assert_array_equal(a["means"], u["means"])
 print("ok", a["values"].shape)
@@ -88,11 +87,11 @@ print("ok", a["values"].shape)
 
 def test_sweep_errors(built):
     with pytest.raises(ValueError, match=r"sweep value -1.0 for cells.dose; allowed: > 0"):
-        fitting.sweep(built, {"cells.dose": [1e5, -1.0]})
+        calibrate.sweep(built, {"cells.dose": [1e5, -1.0]})
     with pytest.raises(ValueError, match=r"unknown free parameter 'cells.dos'; did you mean 'cells.dose'\?"):
-        fitting.sweep(built, {"cells.dos": [1.0]})
+        calibrate.sweep(built, {"cells.dos": [1.0]})
     with pytest.raises(ValueError, match=r"zip needs equally many values"):
-        fitting.sweep(built, {"cells.dose": [1e5, 1e6], "VEGF.uptake.border": [1e-3]}, zip_values=True)
+        calibrate.sweep(built, {"cells.dose": [1e5, 1e6], "VEGF.uptake.border": [1e-3]}, zip_values=True)
 
 
 def test_paracrine_sweep_cli(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""What a fit writes: fit.json, the fitted scenario (TOML) and figures of data, model and band."""
+"""What `paracrine fit` writes: fit.json, the fitted scenario (TOML) and figures of data, model and band."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import os
 import tomllib
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fitting.fit import Z95, FitResult
+
 from .data import Observations
-from .fit import Z95, FitResult
-from .model import Predictor
 
 HOUR = 3600.0
 DISPLAY = {"concentration": (1e3, "pg/mL"), "amount": (1.0, "pg"), "content": (1.0, "pg"),
@@ -38,17 +39,24 @@ def curves(res: FitResult, points: int = 80) -> dict:
     n = len(t)
     fine = Observations(np.tile(t, len(keys)), [k[0] for k in keys for _ in t], [k[1] for k in keys for _ in t],
                         [k[2] for k in keys for _ in t], np.ones(n * len(keys)), np.ones(n * len(keys)), obs.source)
-    pred = Predictor(prob.built, fine, dt=prob.predictor.dt, stepper=prob.predictor.stepper)
-    f = lambda z: pred(prob.params_at(z))  # noqa: E731
-    z = jnp.asarray(res.z, prob.built.params.D.dtype)
-    y = np.asarray(f(z), float)
-    J = np.asarray(jax.jacfwd(f)(z), float)
+    from .calibrate import problem
+
+    dense = problem(res.built, fine, prob.free, dt=prob.dt, method=prob.stepper, params=prob.params0)
+    z = jnp.asarray(res.z, prob.params0.D.dtype)
+    y, J = _values_and_jacobian(dense, z)
+    y, J = np.asarray(y, float), np.asarray(J, float)
     sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", J, res.cov_z, J), 0.0))
     out = {}
     for k, key in enumerate(keys):
         sl = slice(k * n, (k + 1) * n)
         out[key] = {"t": t, "y": y[sl], "lo": np.maximum(y[sl] - Z95 * sd[sl], 0.0), "hi": y[sl] + Z95 * sd[sl]}
     return out
+
+
+@eqx.filter_jit
+def _values_and_jacobian(prob, z):
+    f = lambda x: prob.predict(prob.params_at(x))  # noqa: E731
+    return f(z), jax.jacfwd(f)(z)
 
 
 def plot(res: FitResult, folder: Path) -> list[Path]:

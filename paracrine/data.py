@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from paracrine.units import ScenarioError, parse, suggest
+from .units import ScenarioError, parse, suggest
 
 QUANTITIES = {"concentration": "concentration", "amount": "amount", "content": "amount",
               "percent_dose": "number", "cells": "cells"}
