@@ -156,6 +156,33 @@ def _perfused_density(disc, g: dict, territory, regions) -> np.ndarray:
     return rho
 
 
+def _cell_survival_extras(scenario: Scenario, cells: dict, x: dict, path: str) -> dict:
+    """CellSecretion's immune clearance (allogeneic cells) and retention-by-injection-time fields.
+
+    Every allogeneic dose given after the first one of the scenario (a later dose of a `repeat`, or
+    a later [[injection]]) meets a memory response: the repeat onset and half-life."""
+    times = np.asarray(x["times"], float)
+    out = {}
+    if cells.get("donor", "autologous") == "allogeneic":
+        first = min(min(inj["times"]) for inj in scenario.data["injections"])
+        repeat = times > first
+        out["immune_onset"] = np.where(repeat, cells["repeat_immune_onset"], cells["immune_onset"])
+        out["immune_rate"] = math.log(2) / np.where(repeat, cells["repeat_immune_half_life"], cells["immune_half_life"])
+    table = cells.get("retention_by_time")
+    if table is not None:
+        # the table's times are after the infarction; the profile's clock is the scenario's
+        t_table = np.asarray(table["time"], float) - table["start_after_mi"]
+        f_table = np.asarray(table["factor"], float)
+        out["retention_time"], out["retention_factor"] = t_table, f_table
+        effective = x["retention"] * np.interp(times, t_table, f_table)
+        for k in np.flatnonzero(effective > 1.0):
+            raise ScenarioError(f"{scenario.source}: {path}: dose {k + 1} at {times[k] / 86400.0:g} d has retention "
+                                f"{x['retention']:g} x cells.retention_by_time factor "
+                                f"{effective[k] / x['retention']:g} = {effective[k]:g} > 1; allowed: a retained "
+                                "fraction <= 1 (lower the factor or the route's retention)")
+    return out
+
+
 def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
     """Geometry (or the given (geometry, disc, sites)), Model and Params for a scenario."""
     import solver
@@ -208,7 +235,8 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
                     retention=np.full(J, x["retention"]),
                     secretion=np.array([cells["secretion"][f] for f in factors]),
                     fast_fraction=cells["fast_fraction"], k_fast=math.log(2) / cells["fast_half_life"],
-                    k_slow=math.log(2) / cells["slow_half_life"], multiplier=mult))
+                    k_slow=math.log(2) / cells["slow_half_life"], multiplier=mult,
+                    **_cell_survival_extras(scenario, cells, x, f"injection[{i}]")))
             else:
                 amount = np.array([x["amount"][f] for f in factors]) * x["retention"] * share_of_dose
                 profiles.append(solver.Bolus(amount=amount, time=np.asarray(x["times"]), duration=x["duration"]))

@@ -1,7 +1,11 @@
 """The names of free parameters, as in the scenario: `VEGF.secretion`, `VEGF.uptake.border`,
 `VEGF.decay`, `VEGF.half_life`, `VEGF.D`, `VEGF.clearance.core`, `VEGF.hill.Vmax`, `cells.washout`,
 `cells.retention`, `cells.fast_fraction`, `cells.half_life_fast`, `cells.half_life_slow`,
-`cells.dose` (cells per injection, every injection), `medium.retention`.
+`cells.dose` (cells per injection, every injection), `medium.retention`, and per delivery (the
+controls of `paracrine design`, which sweeps take too): `injection[k].dose` (cells per dose),
+`injection[k].time` (the first dose's time; repeats keep their interval), `injection[k].every`
+(the interval of a repeated dose), `medium[k].volume` (at the scenario's concentration),
+`medium[k].time`, `medium[k].every`, `medium[k].duration` (the infusion time).
 
 Each name is a `fitting.FreeParameter` over the built scenario's `solver.Params` (log coordinate
 for positive quantities, logit for fractions) that also knows how to write its value back into
@@ -19,7 +23,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from fitting import FreeParameter, Log, Logit
+from fitting import FreeParameter, Identity, Log, Logit
 
 from .units import suggest
 
@@ -32,7 +36,8 @@ class ScenarioParameter(FreeParameter):
 
 
 def _P(name, kind, unit, get, set_, toml) -> ScenarioParameter:
-    return ScenarioParameter(name, get, set_, Log() if kind == "positive" else Logit(), None, unit, toml)
+    tr = {"positive": Log(), "fraction": Logit(), "real": Identity()}[kind]
+    return ScenarioParameter(name, get, set_, tr, None, unit, toml)
 
 
 def _set_leaf(params, where, value_fn):
@@ -135,7 +140,82 @@ def _catalogue(built) -> dict:
         add(_P("medium.retention", "fraction", "1",
                           lambda p: p.sources[m0].amount[np.argmax(base[m0])] * ret[m0] / base[m0][np.argmax(base[m0])],
                           set_medium, lambda raw, v: [m.__setitem__("retention", float(v)) for m in raw["medium"]]))
+    _delivery_controls(built, add)
     return out
+
+
+def delivery_profiles(built) -> dict:
+    """{("injection" | "medium", k): [profile indices]}: the profiles (one per source) of each delivery."""
+    out: dict = {}
+    for i, src in enumerate(built.model.sources):
+        base = src.name.split("-x")[0]
+        what = "injection" if base.startswith("injection") else "medium"
+        k = int(base[len(what):]) - 1
+        out.setdefault((what, k), []).append(i)
+    return out
+
+
+def _delivery_controls(built, add) -> None:
+    d = built.scenario.data
+    shares = dict(zip([k for k, _ in built.cell_sources], built.cell_dose_share))
+    for (what, k), idx in delivery_profiles(built).items():
+        spec = d["injections" if what == "injection" else "media"][k]
+        J = len(spec["times"])
+        key = f"{what}[{k}]"
+        raw_list = "injection" if what == "injection" else "medium"
+        i0 = idx[0]
+
+        def each(p, fn, idx=idx):
+            for i in idx:
+                p = fn(p, i)
+            return p
+
+        def set_times(p, v, idx=idx):
+            return each(p, lambda q, i: _set_leaf(q, lambda r: r.sources[i].time, lambda a: a - a[0] + v), idx)
+
+        def set_every(p, v, idx=idx, J=J):
+            return each(p, lambda q, i: _set_leaf(q, lambda r: r.sources[i].time,
+                                                  lambda a: a[0] + v * jnp.arange(J, dtype=a.dtype)), idx)
+
+        def toml_time(raw, v, key=raw_list, k=k):
+            raw[key][k]["time"] = f"{v:.9g} s"
+
+        def toml_every(raw, v, key=raw_list, k=k):
+            raw[key][k]["repeat"]["every"] = f"{v:.9g} s"
+
+        add(_P(f"{key}.time", "real", "s", lambda p, i0=i0: p.sources[i0].time[0], set_times, toml_time))
+        if J > 1:
+            add(_P(f"{key}.every", "positive", "s", lambda p, i0=i0: p.sources[i0].time[1] - p.sources[i0].time[0],
+                   set_every, toml_every))
+        if what == "injection":
+            def set_dose(p, v, idx=idx):
+                return each(p, lambda q, i: _set_leaf(q, lambda r: r.sources[i].dose,
+                                                      lambda a: jnp.full_like(a, v * shares[i])), idx)
+
+            add(_P(f"{key}.dose", "positive", "cell", lambda p, i0=i0: p.sources[i0].dose[0] / shares[i0], set_dose,
+                   lambda raw, v, k=k: raw["injection"][k].__setitem__("dose", f"{v:.9g} cells")))
+        else:
+            add(_P(f"{key}.duration", "real", "s", lambda p, i0=i0: p.sources[i0].duration,
+                   lambda p, v, idx=idx: each(p, lambda q, i: _set_leaf(q, lambda r: r.sources[i].duration,
+                                                                       lambda a: jnp.full_like(a, v)), idx),
+                   lambda raw, v, k=k: raw["medium"][k].__setitem__("duration", f"{v:.9g} s")))
+            if "volume" in spec and spec["volume"] > 0:
+                v0 = spec["volume"]
+                per = {i: np.asarray(built.params.sources[i].amount, float) / v0 for i in idx}
+                s_ref = int(np.argmax(per[i0]))
+
+                def set_volume(p, v, idx=idx, per=per):
+                    return each(p, lambda q, i: _set_leaf(q, lambda r: r.sources[i].amount,
+                                                          lambda a: jnp.asarray(per[i], a.dtype) * v), idx)
+
+                def toml_volume(raw, v, k=k):
+                    m = raw["medium"][k]
+                    m.pop("rate", None)
+                    m["volume"] = f"{v:.9g} mm^3"
+
+                add(_P(f"{key}.volume", "positive", "mm^3",
+                       lambda p, i0=i0, per=per, s_ref=s_ref: p.sources[i0].amount[s_ref] / per[i0][s_ref],
+                       set_volume, toml_volume))
 
 
 def _factor(raw, f):

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
 
     fitcmd.add_parser(sub)
     fitcmd.add_sweep_parser(sub)
+    from . import designcmd
+
+    designcmd.add_parser(sub)
     mesh = sub.add_parser("mesh", help="generate (or read) a geometry, summarise it and write it with a picture",
                           description="A truncated-ellipsoid LV with an infarct (default), a mesh file (--input) "
                                       "or an EMIDEC label image (--labels); writes mesh.vtu or grid.npz, "
@@ -69,6 +72,14 @@ def main(argv=None) -> int:
         return 0
     if args.command == "run":
         return _run(args)
+    if args.command == "design":
+        from . import designcmd
+
+        try:
+            return designcmd.run(args, _set_platform)
+        except ValueError as err:  # ScenarioError and bad arguments
+            print(f"paracrine design: {err}", file=sys.stderr)
+            return 2
     if args.command in ("fit", "sweep"):
         from . import fitcmd
 

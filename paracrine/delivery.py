@@ -47,11 +47,41 @@ def retention_preset(route: str, species: str | None) -> tuple[float, str]:
 
 
 
+DONORS = ("autologous", "allogeneic")
+
+#: Allogeneic (donor) cells: an extra immune loss, after an onset, with its half-life; for the first
+#: dose and for every later dose (a memory response), each with its source.
+IMMUNE = {
+    "immune_onset": (7 * DAY, "Huang et al. 2010, Circulation 122:2419 (rat, MSCs 3 weeks after MI: allogeneic "
+                              "survival equal to syngeneic at 1 week; Malliaras et al. 2012, Circulation 125:100: "
+                              "the same for cardiosphere-derived cells); the onset is placed at that week"),
+    "immune_half_life": (4 * DAY, "estimate: Huang et al. 2010, Circulation 122:2419 (allogeneic MSCs undetectable "
+                                  "at 5 weeks, syngeneic ones present: below ~1 % of syngeneic after 4 weeks of "
+                                  "clearance gives t1/2 <= 4.2 d)"),
+    "repeat_immune_onset": (3 * DAY, "estimate: memory response (Zangi et al. 2009, Stem Cells 27:2865: allogeneic "
+                                     "MSCs induce immune memory; Huang et al. 2010: alloantibodies after one dose); "
+                                     "about half the first onset, as second-set rejection (Gibson & Medawar 1943, "
+                                     "J Anat 77:299)"),
+    "repeat_immune_half_life": (2 * DAY, "estimate: half the first dose's half-life, as second-set rejection is about "
+                                         "twice as fast (Gibson & Medawar 1943, J Anat 77:299; Ankrum et al. 2014, "
+                                         "Nat Biotechnol 32:252: MSCs are immune evasive, not immune privileged)"),
+}
+RETENTION_BY_TIME_KEYS = {"time": "injection times after the infarction (increasing)",
+                          "factor": "multiplier of the route's acute retention at each time (>= 0)",
+                          "start_after_mi": "the scenario's time 0 as time after the infarction (default 0 d)"}
+
+
 CELL_KEYS = {"name": "cell type (text)", "secretion": "{factor: secretion per cell}",
              "fast_fraction": "fraction of retained cells lost in the fast phase (0-1, default 0.45)",
              "fast_half_life": "half-life of the fast phase (default 15 min)",
              "slow_half_life": "half-life of the slow phase (default 3.6 d)",
-             "hypoxia": "secretion multiplier by region {region: number} (default 1)"}
+             "hypoxia": "secretion multiplier by region {region: number} (default 1)",
+             "donor": f"one of {list(DONORS)} (default autologous)",
+             "immune_onset": "allogeneic: start of the immune loss after each injection (default 7 d)",
+             "immune_half_life": "allogeneic: half-life of the immune loss (default 4 d)",
+             "repeat_immune_onset": "allogeneic: onset for every dose after the first (default 3 d)",
+             "repeat_immune_half_life": "allogeneic: half-life for every dose after the first (default 2 d)",
+             "retention_by_time": "{time, factor, start_after_mi}: retention multiplier by injection time after MI"}
 DELIVERY_KEYS = {"time": "injection time (default 0)", "route": f"one of {list(ROUTES)}",
                  "sites": "number of sites spread over `region`, or a list of [x, y, z] (mm)",
                  "region": "region the sites are spread over (default border)", "seed": "site sampling seed",
@@ -85,7 +115,56 @@ def cells_section(rd: Reader, c, factors, regions) -> dict:
             "fast_fraction": rd.number(c.get("fast_fraction", 0.45), "cells.fast_fraction", high=1.0),
             "fast_half_life": rd.quantity(c.get("fast_half_life", "15 min"), "cells.fast_half_life", "time", strict=True),
             "slow_half_life": rd.quantity(c.get("slow_half_life", "3.6 d"), "cells.slow_half_life", "time", strict=True),
-            "hypoxia": {r: 1.0 for r in regions} | {r: rd.number(v, f"cells.hypoxia.{r}") for r, v in hyp.items()}}
+            "hypoxia": {r: 1.0 for r in regions} | {r: rd.number(v, f"cells.hypoxia.{r}") for r, v in hyp.items()},
+            **_donor(rd, c),
+            "retention_by_time": (None if "retention_by_time" not in c else
+                                  _retention_by_time(rd, c["retention_by_time"], "cells.retention_by_time"))}
+
+
+def _donor(rd: Reader, c: dict) -> dict:
+    """donor, and for allogeneic cells the immune onsets and half-lives, each with its source."""
+    donor = rd.choice(c.get("donor", "autologous"), "cells.donor", DONORS)
+    out = {"donor": donor}
+    for key, (value, source) in IMMUNE.items():
+        if donor != "allogeneic":
+            if key in c:
+                raise rd.error(f"cells.{key}", f" = {c[key]!r}: only with donor = \"allogeneic\" (cells of donor = "
+                                               f"{donor!r} have no immune loss); allowed: remove it, or set donor")
+            continue
+        if key in c:
+            # an onset may be 0 (immediate); a half-life must be > 0
+            value = rd.quantity(c[key], f"cells.{key}", "time", strict=key.endswith("half_life"))
+            if not math.isfinite(value):
+                raise rd.error(f"cells.{key}", f" = {c[key]!r}; allowed: a finite time")
+            source = "scenario"
+        out[key], out[f"{key}_source"] = value, source
+    return out
+
+
+def _retention_by_time(rd: Reader, value, path: str) -> dict:
+    """A piecewise-linear table of retention multipliers by injection time after the infarction."""
+    v = rd.table(value, path, RETENTION_BY_TIME_KEYS, required=("time", "factor"))
+    times, factors = v["time"], v["factor"]
+    for key, x, example in (("time", times, '["0 d", "7 d"]'), ("factor", factors, "[0.5, 1.0]")):
+        if not isinstance(x, list) or not x:
+            raise rd.error(f"{path}.{key}", f" = {x!r}; allowed: a non-empty list, e.g. {example}")
+    if len(times) != len(factors):
+        raise rd.error(path, f": {len(times)} times and {len(factors)} factors; allowed: one factor per time "
+                             f"(time = {times!r}, factor = {factors!r})")
+    t = [rd.quantity(x, f"{path}.time[{k}]", "time") for k, x in enumerate(times)]
+    for k in range(1, len(t)):
+        if not t[k] > t[k - 1]:
+            raise rd.error(f"{path}.time[{k}]", f" = {times[k]!r} is not after time[{k - 1}] = {times[k - 1]!r}; "
+                                                "allowed: strictly increasing times after the infarction")
+    f = []
+    for k, x in enumerate(factors):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+            raise rd.error(f"{path}.factor[{k}]", f" = {x!r}; allowed: a finite number >= 0 (a multiplier of "
+                                                  "the route's acute retention)")
+        f.append(float(x))
+    start = v.get("start_after_mi", "0 d")
+    start = rd.quantity(start if start != 0 else "0 d", f"{path}.start_after_mi", "time")
+    return {"time": t, "factor": f, "start_after_mi": start, "source": "scenario"}
 
 
 def delivery_section(rd: Reader, p, d, keys, regions, species, geo, end, factors, mw=None) -> dict:

@@ -6,7 +6,7 @@ Model (static structure) + Params (traced numbers) -> simulate(...) -> Solution.
 from .model import Model, field_source, point_source
 from . import observe, presets
 from .observe import AbstractObserver, State
-from .metrics import Exposure
+from .metrics import Exposure, SmoothExposure
 from .params import AbstractReaction, Binding, Hill, Params, Saturable
 from .results import RESULTS, SolverError
 from .space import AbstractSpace
@@ -25,6 +25,7 @@ __all__ = [
     "Bolus", "CellSecretion", "spread_sites",
     "AbstractReaction", "Binding", "Hill", "Saturable",
     "Exposure",
+    "SmoothExposure",
     "observe",
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "DouglasADI", "Exponential",
     "PIDController", "TRBDF2",

@@ -134,17 +134,50 @@ class Exposure(eqx.Module):
                "peak_mean_time": jnp.where(new_mean, t1, acc["peak_mean_time"]),
                "peak_max": jnp.where(new_max, x1, acc["peak_max"]),
                "peak_max_time": jnp.where(new_max, t1, acc["peak_max_time"]),
-               "above_mean": acc["above_mean"] + h * fraction_above(m0, m1, th),
-               "above_node": acc["above_node"] + h * fraction_above(c0.reshape(c0.shape[0], -1),
-                                                                    c1.reshape(c1.shape[0], -1), th)}
+               "above_mean": acc["above_mean"] + h * self.above(m0, m1, th),
+               "above_node": acc["above_node"] + h * self.above(c0.reshape(c0.shape[0], -1),
+                                                                c1.reshape(c1.shape[0], -1), th)}
         if "auc_bound" in acc:
             out["auc_bound"] = acc["auc_bound"] + 0.5 * h * (self.region_means(b0) + self.region_means(b1))
         return out
+
+    def above(self, a, b, theta):
+        """Share of a step [a -> b] above theta (the exact `fraction_above`)."""
+        return fraction_above(a, b, theta)
 
     def exposed_share(self, acc, exposure):
         """Share (S, R) of each region's volume whose nodes spent at least `exposure` seconds above
         the threshold (see `exposed_share`)."""
         return exposed_share(acc["above_node"], self.weights, exposure)
+
+
+class SmoothExposure(Exposure):
+    """`Exposure` with a differentiable time above threshold, for optimisation (`fitting.design`):
+    a step adds h (sigma((a - theta) / w) + sigma((b - theta) / w)) / 2 with w = width * theta
+    (sigma the logistic function) instead of the exact share of the step above theta, so the
+    time above threshold has a gradient where the course is near the threshold. width -> 0
+    gives the exact accumulator to within the smoothing; AUC and peaks are the exact ones.
+    The design module reports the exact metric (`Exposure`) at the optimum."""
+
+    width: float = eqx.field(static=True, default=0.1)
+
+    def __init__(self, weights, thresholds, *, width: float = 0.1, dtype=None):
+        if not (isinstance(width, (int, float)) and 0 < width < 10):
+            raise ValueError(f"SmoothExposure width = {width!r}; allowed: 0 < width < 10 (a share of the threshold)")
+        super().__init__(weights, thresholds, dtype=dtype)
+        self.width = float(width)
+
+    @classmethod
+    def of(cls, model, thresholds=None, *, width: float = 0.1, dtype=None) -> "SmoothExposure":
+        e = Exposure.of(model, thresholds, dtype=dtype)
+        return cls(np.asarray(e.weights), np.asarray(e.thresholds), width=width, dtype=dtype)
+
+    def above(self, a, b, theta):
+        finite = jnp.isfinite(theta)
+        th = jnp.where(finite, theta, 1.0)
+        w = self.width * jnp.abs(th)
+        s = 0.5 * (jax.nn.sigmoid((a - th) / w) + jax.nn.sigmoid((b - th) / w))
+        return jnp.where(finite, s, 0.0)
 
 
 def exposed_share(above_node, weights, exposure):

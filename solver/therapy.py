@@ -15,6 +15,19 @@ so a step adds exactly what the cells secreted in it (`cumulative`), and the
 cell count itself is `cells(t)`. A schedule is several injections (arrays of
 doses and times). Every number is a traced leaf.
 
+Allogeneic cells: an immune clearance of rate r_j starts at onset o_j after the
+injection and multiplies the survivors by e^{-r_j (tau - o_j)} for tau > o_j
+(a third phase; r_j = 0, the default, is autologous). With a = min(tau, o_j),
+b = max(tau - o_j, 0) and P(k, x) = (1 - e^{-k x}) / k, each phase integrates to
+
+    P(k, a) + e^{-k a} P(k + r_j, b),
+
+still closed form (and exactly P(k, tau) when o_j = r_j = 0).
+
+Injection time: the acute retention is multiplied by g(t_j), a piecewise-linear
+table (`retention_time`, `retention_factor`; constant outside, default g = 1),
+so the gradient with respect to an injection time sees it.
+
 Conditioned medium. `Bolus`: an amount per factor (volume x concentration,
 converted by the caller) at one or several times, each delivered at once or
 infused at a constant rate over a duration.
@@ -40,7 +53,10 @@ def _phase_integral(k, tau):
 class CellSecretion(AbstractProfile):
     """Secretion by injected cells (see the module docstring). Shapes: dose, time, retention (J,)
     injections; secretion (S,) pg/cell/s; fast_fraction, k_fast, k_slow scalars (1/s); multiplier
-    a scalar (hypoxia multiplier of the site's region)."""
+    a scalar (hypoxia multiplier of the site's region); immune_onset (s) and immune_rate (1/s)
+    scalars or (J,), the allogeneic clearance of each injection (rate 0: none); retention_time (K,)
+    increasing times (s, in the simulation's clock) and retention_factor (K,) the multiplier of the
+    retention of an injection given at that time (interpolated linearly, constant outside)."""
 
     dose: jax.Array = eqx.field(converter=_arr)
     time: jax.Array = eqx.field(converter=_arr)
@@ -50,25 +66,46 @@ class CellSecretion(AbstractProfile):
     k_fast: jax.Array = eqx.field(converter=_arr)
     k_slow: jax.Array = eqx.field(converter=_arr)
     multiplier: jax.Array = eqx.field(converter=_arr, default=1.0)
+    immune_onset: jax.Array = eqx.field(converter=_arr, default=0.0)
+    immune_rate: jax.Array = eqx.field(converter=_arr, default=0.0)
+    retention_time: jax.Array = eqx.field(converter=_arr, default=(0.0,))
+    retention_factor: jax.Array = eqx.field(converter=_arr, default=(1.0,))
 
     factor_field = "secretion"
 
     def _tau(self, t):
         return jnp.maximum(jnp.asarray(t) - self.time, 0.0)
 
+    def _retained(self):
+        """Cells retained by each injection: dose x retention x the injection-time factor."""
+        g = jnp.interp(self.time, self.retention_time, self.retention_factor)
+        return self.dose * (self.retention * g)
+
+    def _immune_split(self, tau):
+        """(a, b): time before the immune onset and time after it."""
+        onset = self.immune_onset
+        return jnp.minimum(tau, onset), jnp.maximum(tau - onset, 0.0)
+
     def cells(self, t):
         """Retained living cells at time t (all injections)."""
         tau = self._tau(t)
         f = self.fast_fraction
         alive = f * jnp.exp(-self.k_fast * tau) + (1 - f) * jnp.exp(-self.k_slow * tau)
-        return jnp.sum(jnp.where(jnp.asarray(t) >= self.time, self.dose * self.retention * alive, 0.0))
+        alive = alive * jnp.exp(-self.immune_rate * self._immune_split(tau)[1])
+        return jnp.sum(jnp.where(jnp.asarray(t) >= self.time, self._retained() * alive, 0.0))
 
     def cell_seconds(self, t):
         """integral_0^t cells(s) ds."""
         tau = self._tau(t)
+        a, b = self._immune_split(tau)
+        r = self.immune_rate
         f = self.fast_fraction
-        per = f * _phase_integral(self.k_fast, tau) + (1 - f) * _phase_integral(self.k_slow, tau)
-        return jnp.sum(self.dose * self.retention * per)
+
+        def phase(k):
+            return _phase_integral(k, a) + jnp.exp(-k * a) * _phase_integral(k + r, b)
+
+        per = f * phase(self.k_fast) + (1 - f) * phase(self.k_slow)
+        return jnp.sum(self._retained() * per)
 
     def cumulative(self, t):
         return self.secretion * self.multiplier * self.cell_seconds(t)

@@ -1,0 +1,613 @@
+"""Therapy design for a scenario: which dose, timing, schedule (and, enumerated, which route,
+number of doses, product) reaches the target best within the limits.
+
+    spec = paracrine.design.Spec(objectives=["hours_above:VEGF"], controls={"injection[0].dose": (1e5, 2e6),
+                                 "injection[0].time": (0, 7 * 86400.0)}, budget=1e6)
+    out = paracrine.design.design([scenario], spec)          # out["ranked"][0] is the best alternative
+
+Objectives (maximised; several at once: a smooth minimum of each over its value at the start):
+
+    hours_above:F[@REGION]        hours the region mean of factor F stays above F's threshold
+    exposed:F[:DURATION][@REGION] volume share of the region above F's threshold for at least DURATION
+                                  (default: the scenario's output.exposure)
+    auc:F[@REGION]                time integral of the region mean
+    trough:F[:TIME][@REGION]      the region mean at TIME (default: the end)
+
+REGION defaults to the border zone. The optimiser works on smooth surrogates (time above
+threshold through a logistic of width `width` x threshold, the exposed share through a logistic
+in the time above), on fixed steps of `dt`; the reported numbers at the optimum (and at the
+start) are the exact metrics of a run at the scenario's own time settings.
+
+Constraints: `budget` (total cells over all injections: dose x number of doses), `medium_budget`
+(total medium volume), `max_volume` (medium volume per procedure), `max_site_volume` (per
+site), `peak_ceiling` {factor: largest local concentration anywhere in the tissue}, and
+`procedures` (the most procedures an alternative may use; alternatives with more are skipped).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+import time
+import tomllib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import fitting
+import solver
+from fitting import design as fd
+
+from .calibrate import PG_PER_ML, fixed_step, member_metrics
+from .catalogue import available, delivery_profiles
+from .scenario import POINT_ROUTES, ScenarioError, loads, save_times
+from .units import suggest
+
+DAY, HOUR = 86400.0, 3600.0
+KINDS = ("hours_above", "exposed", "auc", "trough")
+
+
+@dataclasses.dataclass
+class Spec:
+    objectives: list                      # objective strings (see the module docstring)
+    controls: dict                        # {name: (low, high)} natural (internal) units
+    initial: dict = dataclasses.field(default_factory=dict)
+    budget: float | None = None           # cells
+    medium_budget: float | None = None    # mm^3
+    max_volume: float | None = None       # mm^3 per procedure
+    max_site_volume: float | None = None  # mm^3 per site
+    peak_ceiling: dict = dataclasses.field(default_factory=dict)   # {factor: pg/mm^3}
+    procedures: int | None = None
+    choose: dict = dataclasses.field(default_factory=dict)         # {scenario key path: [values]}
+    dt: float | None = None               # s, the optimiser's fixed step
+    width: float = 0.1
+    max_outer: int = 12
+    max_inner: int = 60
+    tol: float = 1e-3
+
+
+# ---------------------------------------------------------------- scenario keys by path
+
+_PART = re.compile(r"^([A-Za-z_][A-Za-z_0-9]*)(?:\[(\d+)\])?$")
+
+
+def set_key(raw: dict, path: str, value) -> None:
+    """raw[path] = value for a dotted path with list indices, e.g. `injection[0].repeat.count`;
+    `injection[0].repeat.count = 1` removes the repeat (one dose)."""
+    parts = path.split(".")
+    node = raw
+    for i, part in enumerate(parts):
+        m = _PART.match(part)
+        if not m:
+            raise ScenarioError(f"--choose {path}: {part!r} is not a key (allowed: name or name[index])")
+        key, idx = m.group(1), m.group(2)
+        last = i == len(parts) - 1
+        if idx is not None:
+            lst = node.get(key)
+            if not isinstance(lst, list) or int(idx) >= len(lst):
+                n = len(lst) if isinstance(lst, list) else 0
+                raise ScenarioError(f"--choose {path}: the scenario has {n} [[{key}]] table(s); allowed index 0 to {n - 1}")
+            if last:
+                lst[int(idx)] = value
+                return
+            node = lst[int(idx)]
+            continue
+        if last:
+            if key == "count" and parts[-2] == "repeat" and value == 1:
+                owner = _walk(raw, parts[:-2])
+                owner.pop("repeat", None)
+                return
+            if key == "count" and parts[-2] == "repeat":
+                node.setdefault("every", "1 d")
+            node[key] = value
+            return
+        if key == "repeat" and key not in node:
+            node[key] = {}
+        if not isinstance(node.get(key), dict):
+            raise ScenarioError(f"--choose {path}: the scenario has no table {'.'.join(parts[:i + 1])}")
+        node = node[key]
+
+
+def _walk(raw, parts):
+    node = raw
+    for part in parts:
+        m = _PART.match(part)
+        key, idx = m.group(1), m.group(2)
+        node = node.setdefault(key, {}) if idx is None else node[key][int(idx)]
+    return node
+
+
+def _typed(text: str):
+    """A --choose value as TOML would read it (a number, true/false, or a string)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def alternatives(scenario_text: str, source: str, choose: dict, base=None) -> list[tuple[str, str, dict]]:
+    """(label, TOML text, raw) for every combination of the --choose values."""
+    import itertools
+
+    import tomli_w
+
+    raw0 = tomllib.loads(scenario_text)
+    keys = list(choose)
+    out = []
+    for combo in itertools.product(*[choose[k] for k in keys]) if keys else [()]:
+        raw = copy.deepcopy(raw0)
+        for k, v in zip(keys, combo):
+            set_key(raw, k, _typed(v) if isinstance(v, str) else v)
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, combo)) or Path(source).stem
+        out.append((label, tomli_w.dumps(raw), raw))
+    return out
+
+
+# ---------------------------------------------------------------- objectives and constraints
+
+def _region(built, name, what):
+    regions = list(built.model.regions)
+    if name is None:
+        return regions.index("border") if "border" in regions else 0
+    if name not in regions:
+        raise ScenarioError(f"{what}: unknown region {name!r}{suggest(name, regions)} allowed: {regions}")
+    return regions.index(name)
+
+
+def _duration(text, what):
+    from .units import parse
+
+    try:
+        return float(parse(text, "time", what))
+    except ValueError as err:
+        raise ScenarioError(f"{what}: {err}") from None
+
+
+def parse_objective(built, text: str, weights, *, smooth: bool, width: float, t_index: dict):
+    """(quantity, label, unit, to_reported) of one objective string."""
+    d = built.scenario.data
+    what = f"--objective {text!r}"
+    body, _, reg = text.partition("@")
+    parts = body.split(":")
+    kind = parts[0]
+    if kind not in KINDS:
+        raise ScenarioError(f"{what}: unknown objective {kind!r}{suggest(kind, KINDS)} allowed: {list(KINDS)} "
+                            "(e.g. hours_above:VEGF, exposed:VEGF:24h, auc:HGF@border, trough:VEGF:7d)")
+    if len(parts) < 2 or not parts[1]:
+        raise ScenarioError(f"{what}: name the factor, e.g. {kind}:{built.model.factors[0]}")
+    f = parts[1]
+    factors = list(built.model.factors)
+    if f not in factors:
+        raise ScenarioError(f"{what}: unknown factor {f!r}{suggest(f, factors)} allowed: {factors}")
+    s, r = factors.index(f), _region(built, reg or None, what)
+    rname = built.model.regions[r]
+    extra = parts[2] if len(parts) > 2 else None
+    if len(parts) > 3:
+        raise ScenarioError(f"{what}: too many ':' parts; allowed: KIND:FACTOR[:VALUE][@REGION]")
+    if kind in ("hours_above", "exposed") and d["factors"][f]["threshold"] is None:
+        raise ScenarioError(f"{what}: factor {f} has no threshold; set factors.{f}.threshold in the scenario")
+    if kind == "hours_above":
+        if extra is not None:
+            raise ScenarioError(f"{what}: hours_above takes no value; allowed: hours_above:{f}[@REGION]")
+        return fd.Accumulated("above_mean", s, r), f"hours {f} above threshold ({rname})", "h", 1 / HOUR
+    if kind == "auc":
+        if extra is not None:
+            raise ScenarioError(f"{what}: auc takes no value; allowed: auc:{f}[@REGION]")
+        return fd.Accumulated("auc", s, r), f"AUC of {f} ({rname})", "pg h/mL", PG_PER_ML / HOUR
+    if kind == "exposed":
+        dur = d["output"]["exposure"] if extra is None else _duration(extra, what)
+        if not 0 < dur <= d["time"]["end"]:
+            raise ScenarioError(f"{what}: duration {dur / HOUR:g} h; allowed: (0, time.end]")
+        q = fd.ExposedShare(jnp.asarray(weights), s, r, float(dur), width if smooth else 0.0)
+        return q, f"share of {rname} with {f} above threshold for {dur / HOUR:g} h", "1", 1.0
+    t = d["time"]["end"] if extra is None else _duration(extra, what)
+    if not 0 < t <= d["time"]["end"]:
+        raise ScenarioError(f"{what}: time {t / DAY:g} d; allowed: (0, time.end]")
+    t_index.setdefault(t, len(t_index))
+    return fd.Saved(t_index[t], (s, r)), f"{f} mean at {t / DAY:g} d ({rname})", "pg/mL", PG_PER_ML
+
+
+def _weights(built) -> np.ndarray:
+    return np.asarray(solver.Exposure.of(built.model).weights, float)
+
+
+def quantities(built, spec: Spec, controls, *, smooth: bool, scales=None):
+    """The objective, the constraints and the save times the quantities need, for one alternative."""
+    W = _weights(built)
+    t_index: dict = {}
+    terms = [parse_objective(built, o, W, smooth=smooth, width=spec.width, t_index=t_index) for o in spec.objectives]
+    if len(terms) == 1:
+        objective = terms[0][0]
+    else:
+        objective = fd.SoftMin(tuple(q for q, *_ in terms), tuple(scales or [1.0] * len(terms)))
+    cons = constraints(built, spec, controls)
+    saves = tuple(sorted(t_index, key=t_index.get))
+    return objective, terms, cons, saves
+
+
+def constraints(built, spec: Spec, controls) -> list:
+    d = built.scenario.data
+    names = [c.name for c in controls]
+    out = []
+    if spec.budget is not None:
+        w, fixed = np.zeros(len(names)), 0.0
+        for k, inj in enumerate(d["injections"]):
+            n = len(inj["times"])
+            key = f"injection[{k}].dose"
+            if key in names:
+                w[names.index(key)] = n
+            else:
+                fixed += inj["dose"] * n
+        if not w.any():
+            raise ScenarioError(f"--budget {spec.budget:g} cells: no injection dose is a control; add --control "
+                                "injection[0].dose=LOW,HIGH")
+        if fixed >= spec.budget:
+            raise ScenarioError(f"--budget {spec.budget:g} cells: the doses that are not controls already use "
+                                f"{fixed:g} cells; the budget is infeasible")
+        out.append(fd.Constraint(fd.ControlSum(w), upper=spec.budget - fixed, name="cell budget", unit="cells"))
+    vol_keys = [(k, m) for k, m in enumerate(d["media"])]
+    if spec.medium_budget is not None:
+        w, fixed = np.zeros(len(names)), 0.0
+        for k, m in vol_keys:
+            key = f"medium[{k}].volume"
+            if key in names:
+                w[names.index(key)] = len(m["times"])
+            else:
+                fixed += m.get("volume", 0.0) * len(m["times"])
+        if not w.any():
+            raise ScenarioError("--medium-budget: no medium volume is a control; add --control medium[0].volume=LOW,HIGH")
+        if fixed >= spec.medium_budget:
+            raise ScenarioError(f"--medium-budget {spec.medium_budget:g} mm^3: the fixed volumes already use "
+                                f"{fixed:g} mm^3; the budget is infeasible")
+        out.append(fd.Constraint(fd.ControlSum(w), upper=spec.medium_budget - fixed, name="medium budget",
+                                 unit="mm^3"))
+    for limit, per_site, label in ((spec.max_volume, False, "volume per procedure"),
+                                   (spec.max_site_volume, True, "volume per site")):
+        if limit is None:
+            continue
+        for k, m in vol_keys:
+            sites = (m["sites"].get("n") or len(m["sites"].get("points", []))) if m["route"] in POINT_ROUTES else 1
+            div = sites if per_site else 1
+            key = f"medium[{k}].volume"
+            if key in names:
+                w = np.zeros(len(names))
+                w[names.index(key)] = 1.0 / div
+                out.append(fd.Constraint(fd.ControlSum(w), upper=limit, name=f"medium[{k}] {label}", unit="mm^3"))
+            elif m.get("volume", 0.0) / div > limit:
+                raise ScenarioError(f"--max{'-site' if per_site else ''}-volume {limit:g} mm^3: medium[{k}] has "
+                                    f"{m['volume'] / div:g} mm^3 {label} and its volume is not a control; infeasible")
+    # a schedule whose controls move doses stays within the run: t0 + (J - 1) every <= end
+    end = d["time"]["end"]
+    for what, lst in (("injection", d["injections"]), ("medium", d["media"])):
+        for k, x in enumerate(lst):
+            J, tk, ek = len(x["times"]), f"{what}[{k}].time", f"{what}[{k}].every"
+            if tk not in names and ek not in names:
+                continue
+            w, fixed = np.zeros(len(names)), 0.0
+            if tk in names:
+                w[names.index(tk)] = 1.0
+            else:
+                fixed += x["times"][0]
+            if J > 1:
+                if ek in names:
+                    w[names.index(ek)] = J - 1
+                else:
+                    fixed += x["times"][-1] - x["times"][0]
+            last = end - x.get("duration", 0.0) - 60.0
+            if not w.any() or np.all(w[np.asarray([n in (tk, ek) for n in names])] == 0):
+                continue
+            if fixed >= last:
+                raise ScenarioError(f"--control {tk}: the fixed part of the schedule already ends at "
+                                    f"{fixed / HOUR:g} h, after time.end; infeasible")
+            hi = sum(spec.controls[n][1] * w[names.index(n)] for n in (tk, ek) if n in names) + fixed
+            if hi > last:
+                out.append(fd.Constraint(fd.ControlSum(w), upper=last - fixed, name=f"{what}[{k}] last dose before the end",
+                                         unit="s"))
+    for c in out:   # a limit on controls that their lower bounds already break
+        w = np.asarray(c.quantity.weights, float)
+        least = sum(wk * spec.controls[n][0] for wk, n in zip(w, names) if wk > 0)
+        if np.all(w >= 0) and least > c.upper * (1 + 1e-12):
+            raise ScenarioError(f"{c.name}: the lower bounds of the controls already give {least:g} {c.unit} > the "
+                                f"limit {c.upper:g} {c.unit}; infeasible (lower the bounds or raise the limit)")
+    W = _weights(built)
+    for f, ceiling in spec.peak_ceiling.items():
+        factors = list(built.model.factors)
+        if f not in factors:
+            raise ScenarioError(f"--peak-ceiling {f}: unknown factor{suggest(f, factors)} allowed: {factors}")
+        s = factors.index(f)
+        for r, reg in enumerate(built.model.regions):
+            if W[:, r].sum() > 0:
+                out.append(fd.Constraint(fd.Accumulated("peak_max", s, r), upper=float(ceiling),
+                                         name=f"{f} peak in {reg}", unit="pg/mm^3"))
+    return out
+
+
+def procedures(built) -> int:
+    d = built.scenario.data
+    return sum(len(x["times"]) for x in d["injections"] + d["media"])
+
+
+# ---------------------------------------------------------------- exact evaluation
+
+def exact_run(built, params, spec: Spec, controls, theta=None):
+    """The exact metrics at params (the scenario's own time settings, exact exposure): a dict with
+    the objective terms, the constraint values, the run metrics and the border-zone course."""
+    d = built.scenario.data
+    model = built.model
+    objective, terms, cons, saves = quantities(built, spec, controls, smooth=False)
+    ts = save_times(built.scenario)
+    extra = [t for t in saves if not np.any(np.isclose(ts, t))]
+    ts_all = np.unique(np.concatenate([ts, extra]))
+    thresholds = [np.inf if d["factors"][f]["threshold"] is None else d["factors"][f]["threshold"] for f in model.factors]
+    ex = solver.Exposure.of(model, thresholds, dtype=params.D.dtype)
+    kw = dict(dt=d["time"]["dt"]) if d["time"]["dt"] is not None else dict(rtol=d["time"]["rtol"])
+    method = d["time"]["method"]
+    sol = solver.simulate(model, params, t_end=float(ts_all[-1]), save_at=ts_all, method=method,
+                          observe=solver.observe.region_means(model), metrics=ex, budget=True, **kw)
+    means = np.asarray(sol.ys, float)            # (T, S, R)
+    idx = [int(np.argmin(np.abs(ts_all - t))) for t in saves]
+    ys = jnp.asarray(means[idx]) if idx else None
+    th = jnp.asarray(np.zeros(len(controls)) if theta is None else theta)
+    out = fd.Outcome({k: v for k, v in sol.metrics.items()}, ys, th)
+    vals = [float(q(out)) * conv for q, _, _, conv in terms]
+    row = member_metrics(built, {k: np.asarray(v, float) for k, v in sol.metrics.items()},
+                         np.asarray(sol.budget["secreted"], float))
+    exposure = d["output"]["exposure"]
+    from solver.metrics import exposed_share
+
+    share = np.asarray(exposed_share(sol.metrics["above_node"], ex.weights, exposure))
+    r = model.regions.index("border") if "border" in model.regions else 0
+    for s, f in enumerate(model.factors):
+        if d["factors"][f]["threshold"] is not None:
+            row[f"{f}.exposed_share_{exposure / HOUR:g}h"] = float(share[s, r])
+    cvals = [{"name": c.name, "value": float(c.quantity(out)), "upper": c.upper, "lower": c.lower, "unit": c.unit,
+              "met": bool(all(g <= 1e-6 for g in np.asarray(c.scaled(out), float)))} for c in cons]
+    return {"objectives": [{"label": lab, "unit": un, "value": v} for (_, lab, un, _), v in zip(terms, vals)],
+            "constraints": cvals, "metrics": row, "status": solver.STATUS_MESSAGES[int(sol.status)],
+            "ts": ts_all, "border_means": means[:, :, r] * PG_PER_ML,
+            "steps": int(sol.stats["steps"])}
+
+
+# ---------------------------------------------------------------- one alternative
+
+def design_one(built, spec: Spec, *, progress=None) -> dict:
+    """Optimise one built scenario; the result with the exact metrics at the start and the optimum."""
+    avail = available(built)
+    controls = []
+    for name in spec.controls:
+        if name not in avail:
+            raise ScenarioError(f"--control {name}: unknown control{suggest(name, avail)} allowed: "
+                                f"{sorted(n for n in avail if n.startswith(('injection[', 'medium[')))} "
+                                "(or any free-parameter name of paracrine fit)")
+        controls.append(avail[name])
+    d = built.scenario.data
+    dt = float(spec.dt or fixed_step(built))
+    model, params = built.model, built.params
+    thresholds = [np.inf if d["factors"][f]["threshold"] is None else d["factors"][f]["threshold"] for f in model.factors]
+    metrics = solver.SmoothExposure.of(model, thresholds, width=spec.width, dtype=params.D.dtype)
+    # scales of several objectives: each term at the start (its exact value where it is zero there)
+    objective, terms, cons, saves = quantities(built, spec, controls, smooth=True)
+    bounds = {n: tuple(b) for n, b in spec.controls.items()}
+    start = fitting.DesignProblem(model, params, controls, objective, cons, bounds=bounds, t_end=d["time"]["end"],
+                                  dt=dt, initial=spec.initial, metrics=metrics,
+                                  observer=solver.observe.region_means(model) if saves else None, save_at=saves,
+                                  source=built.scenario.source)
+    if len(terms) > 1:
+        out0, _ = start.outcome(jnp.asarray(start.u0))
+        scales = []
+        for q, lab, un, conv in terms:
+            v = float(q(out0))
+            scales.append(v if v > 0 else {"h": HOUR, "1": 0.01}.get(un, 1.0))
+        objective, terms, cons, saves = quantities(built, spec, controls, smooth=True, scales=scales)
+        start = fitting.DesignProblem(model, params, controls, objective, cons, bounds=bounds, t_end=d["time"]["end"],
+                                      dt=dt, initial=spec.initial, metrics=metrics,
+                                      observer=solver.observe.region_means(model) if saves else None, save_at=saves,
+                                      source=built.scenario.source)
+    res = fitting.optimise(start, max_outer=spec.max_outer, max_inner=spec.max_inner, tol=spec.tol, progress=progress)
+    p_opt = with_controls(start.params0, controls, res.theta)
+    p0 = start.params0
+    return {"result": res, "controls": controls, "problem": start, "dt": dt,
+            "exact_start": exact_run(built, p0, spec, controls, res.theta0),
+            "exact_optimum": exact_run(built, p_opt, spec, controls, res.theta), "params_opt": p_opt}
+
+
+def with_controls(params, controls, theta):
+    for c, v in zip(controls, theta):
+        params = c.set(params, jnp.asarray(float(v), params.D.dtype))
+    return params
+
+
+def designed_text(scenario_raw: dict, controls, theta, header: str) -> str:
+    import tomli_w
+
+    raw = copy.deepcopy(scenario_raw)
+    for c, v in zip(controls, theta):
+        c.toml(raw, float(v))
+    return header + tomli_w.dumps(raw)
+
+
+# ---------------------------------------------------------------- several alternatives
+
+def design(scenarios, spec: Spec, *, progress=None, log=print) -> dict:
+    """Every alternative (each scenario x each --choose combination) optimised and ranked by the exact
+    objective at its optimum. scenarios: (text, source, base) triples."""
+    from .build import build
+
+    if not spec.objectives:
+        raise ScenarioError("design: no objective given; allowed: " + ", ".join(KINDS))
+    if not spec.controls:
+        raise ScenarioError("design: no controls given, e.g. --control 'injection[0].dose=1e5,2e6 cells'")
+    alts = []
+    for text, source, base in scenarios:
+        for label, alt_text, raw in alternatives(text, source, spec.choose, base):
+            scen = loads(alt_text, source=f"{source} [{label}]" if spec.choose else source, base=base)
+            alts.append((label if spec.choose or len(scenarios) == 1 else f"{Path(source).stem}", scen, raw))
+    results = []
+    for label, scen, raw in alts:
+        built = build(scen)
+        if spec.procedures is not None and procedures(built) > spec.procedures:
+            log(f"  {label}: {procedures(built)} procedures > --procedures {spec.procedures}: skipped")
+            continue
+        sub = dataclasses.replace(spec, controls={n: b for n, b in spec.controls.items() if n in available(built)})
+        dropped = [n for n in spec.controls if n not in sub.controls]
+        if dropped and not all(n.endswith(".every") for n in dropped):
+            bad = [n for n in dropped if not n.endswith(".every")]
+            avail = available(built)
+            raise ScenarioError(f"--control {bad[0]}: unknown control for {label}{suggest(bad[0], avail)} allowed: "
+                                f"{sorted(n for n in avail if n.startswith(('injection[', 'medium[')))}")
+        sub.initial = {n: v for n, v in spec.initial.items() if n in sub.controls}
+        log(f"  {label}: {len(sub.controls)} controls ({', '.join(sub.controls)})"
+            + (f"; {', '.join(dropped)} not used (one dose)" if dropped else ""))
+        t0 = time.perf_counter()
+        one = design_one(built, sub, progress=progress)
+        one.update(label=label, scenario=scen, raw=raw, built=built, seconds=time.perf_counter() - t0)
+        results.append(one)
+    if not results:
+        raise ScenarioError("design: every alternative was skipped (--procedures)")
+    def score(o):
+        feasible = all(c["met"] for c in o["exact_optimum"]["constraints"])
+        return (feasible, _exact_objective(o))
+    ranked = sorted(results, key=score, reverse=True)
+    return {"ranked": ranked}
+
+
+def _exact_objective(one) -> float:
+    """The exact objective at the optimum: the single term, or the smallest term over its start value."""
+    vals = [o["value"] for o in one["exact_optimum"]["objectives"]]
+    if len(vals) == 1:
+        return vals[0]
+    starts = [o["value"] for o in one["exact_start"]["objectives"]]
+    return min(v / (s if s > 0 else 1.0) for v, s in zip(vals, starts))
+
+
+# ---------------------------------------------------------------- output folder
+
+def write(folder: Path, out: dict, spec: Spec, *, figures: bool = True) -> None:
+    ranked = out["ranked"]
+    best = ranked[0]
+    rows = []
+    for rank, o in enumerate(ranked, 1):
+        r = o["result"]
+        rows.append({"rank": rank, "alternative": o["label"], "objective_exact": _exact_objective(o),
+                     "objective_start_exact": (o["exact_start"]["objectives"][0]["value"]
+                                               if len(o["exact_start"]["objectives"]) == 1 else 1.0),
+                     "feasible": all(c["met"] for c in o["exact_optimum"]["constraints"]),
+                     **{f"{n} [{u}]": float(v) for n, u, v in zip(r.names, r.units, r.theta)},
+                     "solves": r.evaluations, "seconds": o["seconds"]})
+    import csv
+
+    keys = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with open(folder / "alternatives.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, keys)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def entry(o):
+        r = o["result"]
+        return {"alternative": o["label"], "scenario": o["scenario"].source,
+                "controls": [{"name": n, "unit": u, "optimum": float(v), "start": float(v0), "at_bound": b,
+                              "sensitivity_per_unit": float(sv), "elasticity": float(e),
+                              "bounds": list(spec.controls[n])}
+                             for n, u, v, v0, b, sv, e in zip(r.names, r.units, r.theta, r.theta0, r.at_bound,
+                                                              r.sensitivity, r.elasticity)],
+                "objective": {"exact_at_optimum": o["exact_optimum"]["objectives"],
+                              "exact_at_start": o["exact_start"]["objectives"],
+                              "surrogate_at_optimum": r.objective, "surrogate_at_start": r.objective0,
+                              "note": "exact: the scenario's own time settings and exact exposure; surrogate: the "
+                                      f"optimiser's smooth objective on fixed steps of {o['dt']:g} s"},
+                "constraints": {"at_optimum_exact": o["exact_optimum"]["constraints"],
+                                "optimiser": r.constraints},
+                "active_constraints": [c["name"] for c in r.constraints if c["active"]],
+                "metrics_at_optimum": o["exact_optimum"]["metrics"], "metrics_at_start": o["exact_start"]["metrics"],
+                "optimiser": {"method": "augmented Lagrangian around L-BFGS-B, gradients by reverse mode",
+                              "solves": r.evaluations, "outer_iterations": r.outer, "converged": r.converged,
+                              "message": r.message, "seconds": o["seconds"], "compile_seconds": r.compile_seconds,
+                              "dt_s": o["dt"]}}
+
+    info = {"objectives": spec.objectives, "best": entry(best), "alternatives": [entry(o) for o in ranked],
+            "limits": {"budget_cells": spec.budget, "medium_budget_mm3": spec.medium_budget,
+                       "max_volume_mm3": spec.max_volume, "max_site_volume_mm3": spec.max_site_volume,
+                       "peak_ceiling_pg_per_mm3": spec.peak_ceiling, "procedures": spec.procedures}}
+    (folder / "design.json").write_text(json.dumps(info, indent=1, default=float))
+    r = best["result"]
+    header = (f"# designed by paracrine design: {', '.join(spec.objectives)}; alternative {best['label']}\n"
+              f"# controls: " + ", ".join(f"{n} = {v:.6g} {u}" for n, v, u in zip(r.names, r.theta, r.units)) + "\n")
+    (folder / "designed.toml").write_text(designed_text(best["raw"], best["controls"], r.theta, header))
+    if figures:
+        plot(folder, out, spec)
+
+
+def plot(folder: Path, out: dict, spec: Spec) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranked = out["ranked"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for o in ranked:
+        h = o["result"].history
+        ax.plot(np.arange(1, len(h) + 1), [x["objective"] for x in h], label=o["label"])
+    ax.set_xlabel("evaluation (forward + reverse solve)")
+    ax.set_ylabel("objective (surrogate, internal units)")
+    ax.set_title("Objective per evaluation")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(folder / "objective.png", dpi=120)
+    plt.close(fig)
+
+    best = ranked[0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ts = best["exact_optimum"]["ts"] / HOUR
+    t0 = best["exact_start"]["ts"] / HOUR
+    factors = list(best["built"].model.factors)
+    d = best["scenario"].data
+    for s, f in enumerate(factors):
+        line, = ax.plot(ts, best["exact_optimum"]["border_means"][:, s], label=f"{f}, designed")
+        ax.plot(t0, best["exact_start"]["border_means"][:, s], "--", color=line.get_color(), label=f"{f}, scenario")
+        thr = d["factors"][f]["threshold"]
+        if thr is not None:
+            ax.axhline(thr * PG_PER_ML, color=line.get_color(), lw=0.7, ls=":")
+    ax.set_yscale("log")
+    top = max(float(np.max(best["exact_optimum"]["border_means"])), float(np.max(best["exact_start"]["border_means"])))
+    ax.set_ylim(max(top * 1e-4, 1e-3), top * 2)
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("border-zone mean (pg/mL)")
+    ax.set_title("Designed schedule against the scenario's own")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(folder / "course.png", dpi=120)
+    plt.close(fig)
+
+    # trade-off: objective against the total dose (or volume) at the optimal schedule
+    r = best["result"]
+    dose_keys = [k for k, n in enumerate(r.names) if n.endswith((".dose", ".volume"))]
+    if dose_keys:
+        prob = best["problem"]
+        factors_ = np.geomspace(0.1, 1.0, 7) if spec.budget or spec.medium_budget else np.geomspace(0.1, 3.0, 9)
+        xs, ys = [], []
+        for fct in factors_:
+            theta = r.theta.copy()
+            for k in dose_keys:
+                theta[k] *= fct
+            params = with_controls(prob.params0, prob.controls, theta)
+            ex = exact_run(best["built"], params, spec, prob.controls, theta)
+            xs.append(fct)
+            ys.append(ex["objectives"][0]["value"])
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(xs, ys, "o-")
+        ax.set_xscale("log")
+        ax.set_xlabel("dose (or volume) relative to the optimum, same schedule")
+        o0 = best["exact_optimum"]["objectives"][0]
+        ax.set_ylabel(f"{o0['label']} ({o0['unit']})")
+        ax.set_title("Trade-off: dose against the objective")
+        fig.tight_layout()
+        fig.savefig(folder / "tradeoff.png", dpi=120)
+        plt.close(fig)
