@@ -17,10 +17,10 @@ from . import design
 from .design import DesignProblem, DesignResult, optimise
 from .fit import FitResult, fit, profile_likelihood, traces
 from .optimize import levenberg_marquardt, optax_minimize
-from .parameters import AbstractTransform, FreeParameter, Identity, Log, Logit, parameter
+from .parameters import AbstractTransform, FreeParameter, Identity, Log, Logit, ModelControl, parameter
 from .problem import AbstractObservation, Pick, Problem
 from .sweep import ensemble, members, shard_rows
 
-__all__ = ["AbstractObservation", "AbstractTransform", "DesignProblem", "DesignResult", "design", "optimise", "FitResult", "FreeParameter", "Identity", "Log", "Logit", "Pick",
+__all__ = ["AbstractObservation", "AbstractTransform", "DesignProblem", "DesignResult", "design", "optimise", "FitResult", "FreeParameter", "Identity", "Log", "Logit", "ModelControl", "Pick",
            "Problem", "ensemble", "fit", "levenberg_marquardt", "members", "optax_minimize", "parameter",
            "profile_likelihood", "shard_rows", "traces"]

@@ -185,8 +185,8 @@ class DesignProblem(eqx.Module):
     """Maximise objective(Outcome) over the controls within their bounds and the constraints.
 
     model, params0: a `solver.Model` and its `solver.Params` (the controls start at params0's values
-    or `initial`). controls: FreeParameters. bounds: {name: (low, high)} natural units, required for
-    every control (a design has no default range). t_end (s), dt (s): fixed steps (a fixed step grid
+    or `initial`). controls: FreeParameters (and `ModelControl`s: site positions of MovableSources).
+    bounds: {name: (low, high)} natural units, required for every control (a design has no default range). t_end (s), dt (s): fixed steps (a fixed step grid
     keeps the outcome a smooth function of the controls); method: a stepper (default TR-BDF2 with its
     discrete adjoint); metrics: the accumulator (`solver.SmoothExposure` for time above threshold);
     observer and save_at: what `Saved` quantities read.
@@ -228,7 +228,10 @@ class DesignProblem(eqx.Module):
         dtype = params0.D.dtype
         for c in controls:
             if c.name in (initial or {}):
-                params0 = c.set(params0, jnp.asarray(initial[c.name], dtype))
+                if c.on == "model":
+                    model = c.set(model, jnp.asarray(initial[c.name], dtype))
+                else:
+                    params0 = c.set(params0, jnp.asarray(initial[c.name], dtype))
         lo, hi = [], []
         for c in controls:
             if c.name not in bounds:
@@ -237,7 +240,7 @@ class DesignProblem(eqx.Module):
             if not (math.isfinite(a) and math.isfinite(b) and a < b and c.transform.allowed(a) and c.transform.allowed(b)):
                 raise ValueError(f"{source}: control {c.name}: bounds ({a:g}, {b:g}); allowed: low < high, both "
                                  f"{c.transform.domain}")
-            v = float(c.get(params0))
+            v = float(c.get(model if c.on == "model" else params0))
             if not (a <= v <= b):
                 raise ValueError(f"{source}: control {c.name} starts at {v:g} {c.unit}, outside its bounds "
                                  f"({a:g}, {b:g}); give an initial value inside them")
@@ -265,7 +268,7 @@ class DesignProblem(eqx.Module):
 
     @property
     def u0(self) -> np.ndarray:
-        return u_of(self, [float(c.get(self.params0)) for c in self.controls])
+        return u_of(self, [float(c.get(self.model if c.on == "model" else self.params0)) for c in self.controls])
 
     def theta(self, u):
         z = self.lo + jnp.asarray(u, self.lo.dtype) * (self.hi - self.lo)
@@ -274,8 +277,16 @@ class DesignProblem(eqx.Module):
     def params_at(self, u):
         th, params = self.theta(u), self.params0
         for k, c in enumerate(self.controls):
-            params = c.set(params, th[k].astype(params.D.dtype))
+            if c.on == "params":
+                params = c.set(params, th[k].astype(params.D.dtype))
         return params
+
+    def model_at(self, u):
+        th, model = self.theta(u), self.model
+        for k, c in enumerate(self.controls):
+            if c.on == "model":
+                model = c.set(model, th[k].astype(self.lo.dtype))
+        return model
 
     def outcome(self, u) -> Outcome:
         params = self.params_at(u)
@@ -284,7 +295,7 @@ class DesignProblem(eqx.Module):
         if not needs:
             return Outcome(None, None, th), jnp.zeros((), jnp.int32)
         save = np.asarray(self.save_at) if self.save_at else None
-        sol = solver.simulate(self.model, params, t_end=self.t_end, dt=self.dt, save_at=save, method=self.stepper,
+        sol = solver.simulate(self.model_at(u), params, t_end=self.t_end, dt=self.dt, save_at=save, method=self.stepper,
                               observe=self.observer, metrics=self.metrics,
                               adjoint=self.adjoint)
         return Outcome(sol.metrics, sol.ys if self.observer is not None else None, th), sol.status

@@ -116,6 +116,9 @@ class FreeParameter:
     bounds: tuple | None = None     # (low, high) in natural units, or None for the default box
     unit: str = ""
 
+    #: what get and set act on: "params" (solver.Params) or "model" (solver.Model: a site position)
+    on: ClassVar[str] = "params"
+
     @property
     def kind(self) -> str:
         return self.transform.kind
@@ -160,3 +163,11 @@ def parameter(name: str, where: Callable, index=(), *, transform="log", bounds=N
         return eqx.tree_at(where, p, jnp.asarray(leaf).at[idx].set(jnp.asarray(v, jnp.asarray(leaf).dtype)))
 
     return FreeParameter(name, get, set_, transform, bounds, unit)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelControl(FreeParameter):
+    """A number of the Model rather than of its Params (a site coordinate of a `solver.MovableSource`):
+    get(model) -> scalar, set(model, value) -> Model. Design takes it; calibration does not."""
+
+    on: ClassVar[str] = "model"

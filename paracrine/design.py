@@ -331,13 +331,124 @@ def procedures(built) -> int:
     return sum(len(x["times"]) for x in d["injections"] + d["media"])
 
 
+# ---------------------------------------------------------------- site positions
+
+_SITE = re.compile(r"^(injection|medium)\[(\d+)\]\.site\[(\d+)\]\.([xyz])$")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SiteControl(fitting.ModelControl):
+    toml: object = None
+    where: tuple = ()        # (what, k, site p, source index i, row of the site in source i)
+    site_rows: tuple = ()    # the site p of every row of source i
+
+
+def _delivery_index(built, what, k):
+    return k if what == "injection" else len(built.scenario.data["injections"]) + k
+
+
+def site_controls(built, names, model):
+    """ModelControls for `injection[k].site[p].x|y|z` names (mm), and the model whose point sources of
+    those deliveries are `solver.MovableSource`s (P1 weights from traced positions: differentiable in them)."""
+    import equinox as eqx
+
+    d = built.scenario.data
+    disc = built.disc
+    wanted = {}
+    for n in names:
+        m = _SITE.match(n)
+        if m:
+            what, k, p, axis = m.group(1), int(m.group(2)), int(m.group(3)), "xyz".index(m.group(4))
+            wanted.setdefault((what, k), []).append((n, p, axis))
+    if not wanted:
+        return {}, model
+    profiles = delivery_profiles(built)
+    sources = list(model.sources)
+    where = {}    # (what, k, p) -> (source index, row)
+    for (what, k), items in wanted.items():
+        lst = d["injections" if what == "injection" else "media"]
+        if k >= len(lst) or lst[k]["route"] not in POINT_ROUTES:
+            raise ScenarioError(f"--control {items[0][0]}: {what}[{k}] is not a delivery to point sites "
+                                f"(routes {list(POINT_ROUTES)})")
+        pts = np.asarray(built.sites[_delivery_index(built, what, k)], float)
+        if disc.dim != 3 or pts.shape[1] != 3:
+            raise ScenarioError(f"--control {items[0][0]}: site positions need a 3-D geometry")
+        for n, p, axis in items:
+            if p >= len(pts):
+                raise ScenarioError(f"--control {n}: {what}[{k}] has {len(pts)} sites; allowed site[0] to "
+                                    f"site[{len(pts) - 1}]")
+        loc_nodes = disc.locate(pts)[0]
+        for i in profiles[(what, k)]:
+            src = sources[i]
+            rows = [int(np.flatnonzero([set(map(int, r)) == set(map(int, q)) for q in np.asarray(src.nodes)])[0])
+                    if any(set(map(int, r)) == set(map(int, q)) for q in np.asarray(src.nodes)) else -1
+                    for r in loc_nodes]
+            mine = [p for p, r in enumerate(rows) if r >= 0]
+            order = np.argsort([rows[p] for p in mine])
+            mine = [mine[j] for j in order]
+            # candidates of any region: on a coarse mesh a border-zone site's containing cell may be a
+            # neighbour's (build assigns such sites to their region), and it must be among them
+            sources[i] = solver.MovableSource.around(disc, pts[mine], name=src.name,
+                                                     dtype=built.params.D.dtype)
+            for row, p in enumerate(mine):
+                where[(what, k, p)] = (i, row, tuple(mine))
+    model = eqx.tree_at(lambda m: m.sources, model, tuple(sources))
+    out = {}
+    for (what, k), items in wanted.items():
+        base = [list(map(float, q)) for q in np.asarray(built.sites[_delivery_index(built, what, k)], float)]
+        for n, p, axis in items:
+            i, row, rows = where[(what, k, p)]
+
+            def get(m, i=i, row=row, axis=axis):
+                return m.sources[i].x[row, axis]
+
+            def set_(m, v, i=i, row=row, axis=axis):
+                return eqx.tree_at(lambda q: q.sources[i].x, m, m.sources[i].x.at[row, axis].set(v))
+
+            out[n] = SiteControl(n, get, set_, fitting.Identity(), None, "mm", None, (what, k, p, i, row), rows)
+    return out, model
+
+
+def delivered_sites(built, src) -> np.ndarray:
+    """Where a MovableSource's sites deliver (inside the tissue): `MovableSource.placed`."""
+    return np.asarray(src.placed(), float)
+
+
+def site_positions(built, model, controls) -> dict:
+    """{(what, k): (P, 3) sites} of the deliveries with moved sites: the moved ones where they
+    delivers (`delivered_sites`), the others where the scenario put them."""
+    out = {}
+    for c in controls:
+        if not isinstance(c, SiteControl):
+            continue
+        what, k, p, i, row = c.where
+        key = (what, k)
+        if key not in out:
+            out[key] = np.array(built.sites[_delivery_index(built, what, k)], float)
+        out[key][p] = delivered_sites(built, model.sources[i])[row]
+    return out
+
+
+def p1_model(built, model, controls):
+    """The model with every MovableSource back to P1 point weights, at `site_positions`."""
+    import equinox as eqx
+
+    pos = site_positions(built, model, controls)
+    srcs = list(model.sources)
+    for c in controls:
+        if isinstance(c, SiteControl):
+            what, k, p, i, row = c.where
+            srcs[i] = solver.PointSource.at(built.disc, pos[(what, k)][list(c.site_rows)], name=srcs[i].name)
+    return eqx.tree_at(lambda m: m.sources, model, tuple(srcs))
+
+
 # ---------------------------------------------------------------- exact evaluation
 
-def exact_run(built, params, spec: Spec, controls, theta=None):
-    """The exact metrics at params (the scenario's own time settings, exact exposure): a dict with
-    the objective terms, the constraint values, the run metrics and the border-zone course."""
+def exact_run(built, params, spec: Spec, controls, theta=None, model=None):
+    """The exact metrics at params (the scenario's own time settings, exact exposure, P1 point sources):
+    a dict with the objective terms, the constraint values, the run metrics and the border-zone course."""
     d = built.scenario.data
-    model = built.model
+    model = built.model if model is None else p1_model(built, model, controls)
     objective, terms, cons, saves = quantities(built, spec, controls, smooth=False)
     ts = save_times(built.scenario)
     extra = [t for t in saves if not np.any(np.isclose(ts, t))]
@@ -377,6 +488,8 @@ def exact_run(built, params, spec: Spec, controls, theta=None):
 def design_one(built, spec: Spec, *, progress=None) -> dict:
     """Optimise one built scenario; the result with the exact metrics at the start and the optimum."""
     avail = available(built)
+    sites, model = site_controls(built, list(spec.controls), built.model)
+    avail = {**avail, **sites}
     controls = []
     for name in spec.controls:
         if name not in avail:
@@ -386,7 +499,7 @@ def design_one(built, spec: Spec, *, progress=None) -> dict:
         controls.append(avail[name])
     d = built.scenario.data
     dt = float(spec.dt or fixed_step(built))
-    model, params = built.model, built.params
+    params = built.params
     thresholds = [np.inf if d["factors"][f]["threshold"] is None else d["factors"][f]["threshold"] for f in model.factors]
     metrics = solver.SmoothExposure.of(model, thresholds, width=spec.width, dtype=params.D.dtype)
     # scales of several objectives: each term at the start (its exact value where it is zero there)
@@ -408,25 +521,37 @@ def design_one(built, spec: Spec, *, progress=None) -> dict:
                                       observer=solver.observe.region_means(model) if saves else None, save_at=saves,
                                       source=built.scenario.source)
     res = fitting.optimise(start, max_outer=spec.max_outer, max_inner=spec.max_inner, tol=spec.tol, progress=progress)
-    p_opt = with_controls(start.params0, controls, res.theta)
-    p0 = start.params0
+    p_opt, m_opt = with_controls(start.params0, controls, res.theta, start.model)
+    p0, m0 = with_controls(start.params0, controls, res.theta0, start.model)
     return {"result": res, "controls": controls, "problem": start, "dt": dt,
-            "exact_start": exact_run(built, p0, spec, controls, res.theta0),
-            "exact_optimum": exact_run(built, p_opt, spec, controls, res.theta), "params_opt": p_opt}
+            "exact_start": exact_run(built, p0, spec, controls, res.theta0, m0),
+            "exact_optimum": exact_run(built, p_opt, spec, controls, res.theta, m_opt), "params_opt": p_opt,
+            "model_opt": m_opt}
 
 
-def with_controls(params, controls, theta):
+def with_controls(params, controls, theta, model):
+    """(params, model) with the controls' values written in."""
     for c, v in zip(controls, theta):
-        params = c.set(params, jnp.asarray(float(v), params.D.dtype))
-    return params
+        if c.on == "model":
+            model = c.set(model, jnp.asarray(float(v), params.D.dtype))
+        else:
+            params = c.set(params, jnp.asarray(float(v), params.D.dtype))
+    return params, model
 
 
-def designed_text(scenario_raw: dict, controls, theta, header: str) -> str:
+def designed_text(scenario_raw: dict, controls, theta, header: str, built=None, model=None) -> str:
+    """The scenario with the optimum written in; moved sites as explicit points (mm)."""
     import tomli_w
 
     raw = copy.deepcopy(scenario_raw)
     for c, v in zip(controls, theta):
-        c.toml(raw, float(v))
+        if not isinstance(c, SiteControl):
+            c.toml(raw, float(v))
+    for (what, k), pts in (site_positions(built, model, controls) if built is not None else {}).items():
+        entry = raw["injection" if what == "injection" else "medium"][k]
+        entry["sites"] = [[round(float(x), 6) for x in q] for q in pts]
+        entry.pop("region", None)
+        entry.pop("seed", None)
     return header + tomli_w.dumps(raw)
 
 
@@ -452,7 +577,8 @@ def design(scenarios, spec: Spec, *, progress=None, log=print) -> dict:
         if spec.procedures is not None and procedures(built) > spec.procedures:
             log(f"  {label}: {procedures(built)} procedures > --procedures {spec.procedures}: skipped")
             continue
-        sub = dataclasses.replace(spec, controls={n: b for n, b in spec.controls.items() if n in available(built)})
+        known = set(available(built)) | {n for n in spec.controls if _SITE.match(n)}
+        sub = dataclasses.replace(spec, controls={n: b for n, b in spec.controls.items() if n in known})
         dropped = [n for n in spec.controls if n not in sub.controls]
         if dropped and not all(n.endswith(".every") for n in dropped):
             bad = [n for n in dropped if not n.endswith(".every")]
@@ -539,7 +665,8 @@ def write(folder: Path, out: dict, spec: Spec, *, figures: bool = True) -> None:
     r = best["result"]
     header = (f"# designed by paracrine design: {', '.join(spec.objectives)}; alternative {best['label']}\n"
               f"# controls: " + ", ".join(f"{n} = {v:.6g} {u}" for n, v, u in zip(r.names, r.theta, r.units)) + "\n")
-    (folder / "designed.toml").write_text(designed_text(best["raw"], best["controls"], r.theta, header))
+    (folder / "designed.toml").write_text(designed_text(best["raw"], best["controls"], r.theta, header, best["built"],
+                                                        best["model_opt"]))
     if figures:
         plot(folder, out, spec)
 
@@ -597,8 +724,8 @@ def plot(folder: Path, out: dict, spec: Spec) -> None:
             theta = r.theta.copy()
             for k in dose_keys:
                 theta[k] *= fct
-            params = with_controls(prob.params0, prob.controls, theta)
-            ex = exact_run(best["built"], params, spec, prob.controls, theta)
+            params, model = with_controls(prob.params0, prob.controls, theta, prob.model)
+            ex = exact_run(best["built"], params, spec, prob.controls, theta, model)
             xs.append(fct)
             ys.append(ex["objectives"][0]["value"])
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                          "(default border); several: all of them (a smooth minimum of each over its start value)")
     ds.add_argument("--control", nargs="+", required=True, metavar="NAME=LOW,HIGH",
                     help="e.g. 'injection[0].dose=1e5,2e6 cells' 'injection[0].time=0 h,7 d' "
-                         "'injection[0].every=6 h,3 d' 'medium[0].volume=10 uL,200 uL' 'medium[0].duration=0 h,6 h'")
+                         "'injection[0].every=6 h,3 d' 'medium[0].volume=10 uL,200 uL' 'medium[0].duration=0 h,6 h' "
+                         "'injection[0].site[1].x=2 mm,4 mm' (a site coordinate, mm; meshes)")
     ds.add_argument("--initial", nargs="*", metavar="NAME=VALUE", help="start values (default: the scenario's)")
     ds.add_argument("--budget", metavar="CELLS", help="total cells over all doses, e.g. '1e6 cells'")
     ds.add_argument("--medium-budget", metavar="VOLUME", help="total conditioned-medium volume, e.g. '200 uL'")
@@ -66,7 +67,10 @@ def spec_from_args(args, built):
     from .scenario import ScenarioError
     from .units import suggest
 
+    from .design import site_controls
+
     avail = available(built)
+    avail = {**avail, **site_controls(built, [n for n in _split_pairs(args.control, "--control")], built.model)[0]}
     controls, initial = {}, {}
     for name, rest in _split_pairs(args.control, "--control").items():
         parts = rest.split(",")
@@ -126,11 +130,12 @@ def run(args, set_platform) -> int:
     for s in scens:
         for label, text, raw in D.alternatives(s.text, s.source, spec.choose):
             b = build(sc.loads(text, source=s.source, base=Path(s.source).parent))
-            sub = [n for n in spec.controls if n in D.available(b)]
+            sub = [n for n in spec.controls if n in D.available(b) or D._SITE.match(n)]
             missing = [n for n in spec.controls if n not in sub and not n.endswith(".every")]
             if missing:
                 raise ValueError(f"--control {missing[0]}: not a control of {s.source} [{label}]")
-            ctl = [D.available(b)[n] for n in sub]
+            sites, _ = D.site_controls(b, sub, b.model)
+            ctl = [sites[n] if n in sites else D.available(b)[n] for n in sub]
             D.quantities(b, spec, ctl, smooth=True)
     print(f"paracrine design: {', '.join(spec.objectives)}; controls {', '.join(spec.controls)}")
 

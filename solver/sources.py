@@ -105,6 +105,81 @@ class PointSource(AbstractSource):
         return flat.reshape(c.shape)
 
 
+class MovableSource(PointSource):
+    """Sites at coordinates x (P, d) that are data of the model, with the P1 weights of the containing
+    cell computed from x inside the program, so that a simulation is differentiable with respect to
+    the site positions on a mesh (`paracrine design` moves sites with it).
+
+    Each site has C candidate cells around its first position (the nearest cells of its region);
+    the containing one is the candidate whose smallest barycentric coordinate is largest, and its
+    coordinates lambda (clipped at 0 and renormalised) are the weights: for a site inside the
+    candidates, exactly `PointSource.at`'s weights, so the amount delivered and the solution are the
+    ones a run with the site there gives. The weights are linear in x within a cell and continuous
+    across cells (the gradient is piecewise constant); a site pushed past its candidates (or out of
+    the tissue) stays on their boundary, at `placed()`'s point."""
+
+    x: jax.Array = None           # (P, d) mm, the site positions
+    cell_nodes: jax.Array = None  # (P, C, d + 1) node indices of the candidate cells
+    inverse: jax.Array = None     # (P, C, d + 1, d + 1): lambda = inverse @ [x, 1]
+    node_mass: jax.Array = None   # (P, C, d + 1) control volumes of their nodes
+    node_coords: jax.Array = None # (P, C, d + 1, d) their coordinates
+
+    @classmethod
+    def around(cls, disc, points, *, cells: int = 64, region: str | None = None, name: str = "source",
+               dtype=None) -> "MovableSource":
+        """Candidates: the `cells` cells of `region` (None: any) nearest to each point (by centroid)."""
+        from geometry import MeshDiscretisation
+
+        if not isinstance(disc, MeshDiscretisation):
+            raise TypeError(f"movable sites need a mesh discretisation, got {type(disc).__name__}")
+        x = np.atleast_2d(np.asarray(points, float))
+        disc.locate(x)   # each point in the tissue (GeometryError naming it otherwise)
+        mesh = disc.mesh
+        pts, tets = np.asarray(mesh.points, float), np.asarray(mesh.cells)
+        keep = np.ones(len(tets), bool)
+        if region is not None:
+            if region not in disc.regions:
+                raise ValueError(f"region {region!r} is not one of {list(disc.regions)}")
+            tag = mesh.region_names[region]
+            keep = np.asarray(mesh.cell_regions) == tag
+        cand = np.flatnonzero(keep)
+        centroid = pts[tets[cand]].mean(axis=1)
+        C = int(min(cells, len(cand)))
+        d = np.linalg.norm(centroid[None] - x[:, None], axis=-1)
+        near = cand[np.argsort(d, axis=1)[:, :C]]                     # (P, C)
+        nodes = tets[near]                                              # (P, C, d+1)
+        T = np.concatenate([pts[nodes].transpose(0, 1, 3, 2), np.ones(nodes.shape[:2] + (1, nodes.shape[2]))],
+                           axis=2)                                      # (P, C, d+1, d+1): [x_k; 1] columns
+        inv = np.linalg.inv(T)
+        mass = np.asarray(disc.mass, float).reshape(-1)
+        dtype = dtype or jnp.result_type(float)
+        n0, w0 = disc.locate(x)
+        return cls(name=name, nodes=jnp.asarray(n0, jnp.int32), weights=jnp.asarray(w0 / mass[n0], dtype),
+                   x=jnp.asarray(x, dtype), cell_nodes=jnp.asarray(nodes, jnp.int32), inverse=jnp.asarray(inv, dtype),
+                   node_mass=jnp.asarray(mass[nodes], dtype), node_coords=jnp.asarray(pts[nodes], dtype))
+
+    def _placement(self):
+        xh = jnp.concatenate([self.x, jnp.ones(self.x.shape[:1] + (1,), self.x.dtype)], axis=1)
+        lam = jnp.einsum("pcij,pj->pci", self.inverse, xh)              # (P, C, d+1)
+        best = jnp.argmax(jnp.min(lam, axis=-1), axis=1)                # (P,)
+        take = lambda a: jnp.take_along_axis(a, best[:, None, None], axis=1)[:, 0]  # noqa: E731
+        lb = jnp.clip(take(lam), 0.0, None)
+        lb = lb / jnp.sum(lb, axis=-1, keepdims=True)
+        nodes = jnp.take_along_axis(self.cell_nodes, best[:, None, None], axis=1)[:, 0]
+        return nodes, lb, take(self.node_mass), jnp.take_along_axis(
+            self.node_coords, best[:, None, None, None], axis=1)[:, 0]
+
+    def placed(self):
+        """(P, d) where the sites deliver: x itself inside the candidates, else its clipped projection."""
+        _, lb, _, xs = self._placement()
+        return jnp.einsum("pk,pkd->pd", lb, xs)
+
+    def add(self, c, amount):
+        nodes, lb, m, _ = self._placement()
+        placed = eqx.tree_at(lambda s: (s.nodes, s.weights), self, (nodes, (lb / m).astype(c.dtype)))
+        return PointSource.add(placed, c, amount)
+
+
 class FieldSource(AbstractSource):
     """Volumetric source with the spatial shape of a non-negative density field."""
 
