@@ -40,8 +40,6 @@ import numpy as np
 
 import solver
 
-from .parameters import FreeParameter
-
 __all__ = ["AbstractQuantity", "Accumulated", "Constraint", "ControlSum", "DesignProblem", "DesignResult",
            "ExposedShare", "Outcome", "Saved", "SoftMin", "Total", "optimise"]
 
@@ -378,10 +376,11 @@ def _restore(prob: DesignProblem, u) -> np.ndarray:
 
 
 def optimise(prob: DesignProblem, *, max_outer: int = 12, max_inner: int = 40, tol: float = 1e-3,
-             rho0: float = 100.0, progress: Callable | None = None) -> DesignResult:
+             rho0: float = 100.0, progress: Callable | None = None, u0=None) -> DesignResult:
     """Maximise prob's objective (see the module docstring). tol: the largest allowed scaled constraint
     violation and the relative change of the objective between outer iterations at which it stops.
-    progress(record) is called after every evaluation (record: objective, violation, outer, evaluations)."""
+    progress(record) is called after every evaluation (record: objective, violation, outer, evaluations).
+    u0: a start in the box coordinate [0, 1]^K instead of the problem's (another start of a multi-start)."""
     from scipy.optimize import minimize
 
     if not isinstance(prob, DesignProblem):
@@ -391,7 +390,7 @@ def optimise(prob: DesignProblem, *, max_outer: int = 12, max_inner: int = 40, t
     m = prob.n_constraints
     lam = np.zeros(m)
     rho = float(rho0)
-    u = prob.u0
+    u = prob.u0 if u0 is None else np.clip(np.asarray(u0, float), 0.0, 1.0)
     history: list = []
     compile_s = [0.0]
 
@@ -455,6 +454,8 @@ def optimise(prob: DesignProblem, *, max_outer: int = 12, max_inner: int = 40, t
     feasible = best is not None
     if best is not None:
         u = _restore(prob, best[0])
+    if not feasible:
+        u = np.asarray(u, float)
     (L, (J, g, st)), grad_u = _value_and_grad(prob, jnp.asarray(u, dtype), jnp.asarray(np.zeros(m), dtype),
                                                jnp.asarray(rho, dtype), jnp.asarray(1.0, dtype))
     J, g = float(J), np.asarray(g, float)

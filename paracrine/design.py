@@ -34,7 +34,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,6 +64,8 @@ class Spec:
     choose: dict = dataclasses.field(default_factory=dict)         # {scenario key path: [values]}
     dt: float | None = None               # s, the optimiser's fixed step
     width: float = 0.1
+    starts: int = 1                       # optimisations per alternative: the scenario's start, then random ones
+    seed: int = 0
     max_outer: int = 12
     max_inner: int = 60
     tol: float = 1e-3
@@ -395,7 +396,6 @@ def site_controls(built, names, model):
     model = eqx.tree_at(lambda m: m.sources, model, tuple(sources))
     out = {}
     for (what, k), items in wanted.items():
-        base = [list(map(float, q)) for q in np.asarray(built.sites[_delivery_index(built, what, k)], float)]
         for n, p, axis in items:
             i, row, rows = where[(what, k, p)]
 
@@ -521,12 +521,33 @@ def design_one(built, spec: Spec, *, progress=None) -> dict:
                                       observer=solver.observe.region_means(model) if saves else None, save_at=saves,
                                       source=built.scenario.source)
     res = fitting.optimise(start, max_outer=spec.max_outer, max_inner=spec.max_inner, tol=spec.tol, progress=progress)
+    # more starts (a local optimiser on a landscape with plateaus): random points of the box, same program
+    rng = np.random.default_rng(spec.seed)
+    tried = [res]
+    for _ in range(spec.starts - 1):
+        other = fitting.optimise(start, max_outer=spec.max_outer, max_inner=spec.max_inner, tol=spec.tol,
+                                 progress=progress, u0=rng.uniform(size=len(controls)))
+        tried.append(other)
+    if len(tried) > 1:
+        best = max(tried, key=lambda r: (r.feasible, r.objective))
+        best.history = [h for r in tried for h in r.history]
+        best.evaluations = sum(r.evaluations for r in tried)
+        best.theta0 = res.theta0          # the scenario's start stays the reference
+        best.objective0 = res.objective0
+        res = best
     p_opt, m_opt = with_controls(start.params0, controls, res.theta, start.model)
     p0, m0 = with_controls(start.params0, controls, res.theta0, start.model)
-    return {"result": res, "controls": controls, "problem": start, "dt": dt,
-            "exact_start": exact_run(built, p0, spec, controls, res.theta0, m0),
-            "exact_optimum": exact_run(built, p_opt, spec, controls, res.theta, m_opt), "params_opt": p_opt,
-            "model_opt": m_opt}
+    ex0 = exact_run(built, p0, spec, controls, res.theta0, m0)
+    ex1 = exact_run(built, p_opt, spec, controls, res.theta, m_opt)
+    warnings = []
+    for o in ex1["objectives"]:
+        if o["value"] == 0:
+            warnings.append(f"{o['label']} is 0 at the optimum: the threshold is never reached, and the optimiser "
+                            "followed the smooth surrogate's tail only (raise the dose bounds or lower the threshold)")
+    if not res.converged:
+        warnings.append(f"the optimiser did not converge ({res.message}); raise --max-outer / --max-inner")
+    return {"result": res, "controls": controls, "problem": start, "dt": dt, "exact_start": ex0,
+            "exact_optimum": ex1, "params_opt": p_opt, "model_opt": m_opt, "warnings": warnings}
 
 
 def with_controls(params, controls, theta, model):
@@ -571,26 +592,49 @@ def design(scenarios, spec: Spec, *, progress=None, log=print) -> dict:
         for label, alt_text, raw in alternatives(text, source, spec.choose, base):
             scen = loads(alt_text, source=f"{source} [{label}]" if spec.choose else source, base=base)
             alts.append((label if spec.choose or len(scenarios) == 1 else f"{Path(source).stem}", scen, raw))
-    results = []
+    # every alternative built and checked (controls, objectives, limits) before the first optimisation
+    plans, used = [], set()
+    budget_used = {"budget": False, "medium_budget": False}
     for label, scen, raw in alts:
         built = build(scen)
         if spec.procedures is not None and procedures(built) > spec.procedures:
             log(f"  {label}: {procedures(built)} procedures > --procedures {spec.procedures}: skipped")
             continue
-        known = set(available(built)) | {n for n in spec.controls if _SITE.match(n)}
+        names = list(spec.controls)
+        sites, _ = site_controls(built, [n for n in names if _SITE.match(n)], built.model)
+        known = set(available(built)) | set(sites)
         sub = dataclasses.replace(spec, controls={n: b for n, b in spec.controls.items() if n in known})
-        dropped = [n for n in spec.controls if n not in sub.controls]
-        if dropped and not all(n.endswith(".every") for n in dropped):
-            bad = [n for n in dropped if not n.endswith(".every")]
-            avail = available(built)
-            raise ScenarioError(f"--control {bad[0]}: unknown control for {label}{suggest(bad[0], avail)} allowed: "
-                                f"{sorted(n for n in avail if n.startswith(('injection[', 'medium[')))}")
+        used |= set(sub.controls)
+        if not sub.controls:
+            raise ScenarioError(f"design: none of the controls {names} applies to the alternative {label}")
+        if not any(n.startswith("injection[") and n.endswith(".dose") for n in sub.controls):
+            sub.budget = None
+        if not any(n.startswith("medium[") and n.endswith(".volume") for n in sub.controls):
+            sub.medium_budget = None
+        budget_used["budget"] |= sub.budget is not None
+        budget_used["medium_budget"] |= sub.medium_budget is not None
         sub.initial = {n: v for n, v in spec.initial.items() if n in sub.controls}
-        log(f"  {label}: {len(sub.controls)} controls ({', '.join(sub.controls)})"
-            + (f"; {', '.join(dropped)} not used (one dose)" if dropped else ""))
+        quantities(built, sub, [sites[n] if n in sites else available(built)[n] for n in sub.controls], smooth=True)
+        plans.append((label, scen, raw, built, sub, [n for n in spec.controls if n not in sub.controls]))
+    for n in spec.controls:
+        if n not in used and plans:
+            b = plans[0][3]
+            avail = available(b)
+            raise ScenarioError(f"--control {n}: not a control of any alternative{suggest(n, avail)} allowed: "
+                                f"{sorted(x for x in avail if x.startswith(('injection[', 'medium[')))} or "
+                                "injection[k].site[p].x|y|z")
+    for key, flag in (("budget", "--budget"), ("medium_budget", "--medium-budget")):
+        if getattr(spec, key) is not None and plans and not budget_used[key]:
+            what = "injection[0].dose" if key == "budget" else "medium[0].volume"
+            raise ScenarioError(f"{flag}: no alternative has a {what.split('.')[-1]} control; add --control {what}=LOW,HIGH")
+    results = []
+    for label, scen, raw, built, sub, dropped in plans:
+        n = len(sub.controls)
+        log(f"  {label}: {n} control{'s' if n != 1 else ''} ({', '.join(sub.controls)})"
+            + (f"; not used here: {', '.join(dropped)}" if dropped else ""))
         t0 = time.perf_counter()
         one = design_one(built, sub, progress=progress)
-        one.update(label=label, scenario=scen, raw=raw, built=built, seconds=time.perf_counter() - t0)
+        one.update(label=label, scenario=scen, raw=raw, built=built, seconds=time.perf_counter() - t0, spec=sub)
         results.append(one)
     if not results:
         raise ScenarioError("design: every alternative was skipped (--procedures)")
@@ -640,7 +684,7 @@ def write(folder: Path, out: dict, spec: Spec, *, figures: bool = True) -> None:
         return {"alternative": o["label"], "scenario": o["scenario"].source,
                 "controls": [{"name": n, "unit": u, "optimum": float(v), "start": float(v0), "at_bound": b,
                               "sensitivity_per_unit": float(sv), "elasticity": float(e),
-                              "bounds": list(spec.controls[n])}
+                              "bounds": list(o.get("spec", spec).controls[n])}
                              for n, u, v, v0, b, sv, e in zip(r.names, r.units, r.theta, r.theta0, r.at_bound,
                                                               r.sensitivity, r.elasticity)],
                 "objective": {"exact_at_optimum": o["exact_optimum"]["objectives"],
@@ -651,6 +695,7 @@ def write(folder: Path, out: dict, spec: Spec, *, figures: bool = True) -> None:
                 "constraints": {"at_optimum_exact": o["exact_optimum"]["constraints"],
                                 "optimiser": r.constraints},
                 "active_constraints": [c["name"] for c in r.constraints if c["active"]],
+                "warnings": o.get("warnings", []),
                 "metrics_at_optimum": o["exact_optimum"]["metrics"], "metrics_at_start": o["exact_start"]["metrics"],
                 "optimiser": {"method": "augmented Lagrangian around L-BFGS-B, gradients by reverse mode",
                               "solves": r.evaluations, "outer_iterations": r.outer, "converged": r.converged,
@@ -718,14 +763,15 @@ def plot(folder: Path, out: dict, spec: Spec) -> None:
     dose_keys = [k for k, n in enumerate(r.names) if n.endswith((".dose", ".volume"))]
     if dose_keys:
         prob = best["problem"]
-        factors_ = np.geomspace(0.1, 1.0, 7) if spec.budget or spec.medium_budget else np.geomspace(0.1, 3.0, 9)
+        sub = best.get("spec", spec)
+        factors_ = np.geomspace(0.1, 1.0, 7) if sub.budget or sub.medium_budget else np.geomspace(0.1, 3.0, 9)
         xs, ys = [], []
         for fct in factors_:
             theta = r.theta.copy()
             for k in dose_keys:
                 theta[k] *= fct
             params, model = with_controls(prob.params0, prob.controls, theta, prob.model)
-            ex = exact_run(best["built"], params, spec, prob.controls, theta, model)
+            ex = exact_run(best["built"], params, best.get("spec", spec), prob.controls, theta, model)
             xs.append(fct)
             ys.append(ex["objectives"][0]["value"])
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -733,7 +779,7 @@ def plot(folder: Path, out: dict, spec: Spec) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("dose (or volume) relative to the optimum, same schedule")
         o0 = best["exact_optimum"]["objectives"][0]
-        ax.set_ylabel(f"{o0['label']} ({o0['unit']})")
+        ax.set_ylabel(f"{o0['label']}\n({o0['unit']})" if o0["unit"] != "1" else o0["label"], fontsize=8)
         ax.set_title("Trade-off: dose against the objective")
         fig.tight_layout()
         fig.savefig(folder / "tradeoff.png", dpi=120)

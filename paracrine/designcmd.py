@@ -4,6 +4,7 @@ the objective within the limits; writes design.json, designed.toml, alternatives
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .fitcmd import _quantity
@@ -40,6 +41,9 @@ def add_parser(sub) -> None:
     ds.add_argument("--dt", metavar="TIME", help="the optimiser's fixed step (default: the scenario's dt or 60 s)")
     ds.add_argument("--width", type=float, default=0.1,
                     help="smoothing of time above threshold: a logistic of this share of the threshold (default 0.1)")
+    ds.add_argument("--starts", type=int, default=1,
+                    help="optimisations per alternative: the scenario's values, then random points of the boxes")
+    ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--max-outer", type=int, default=12)
     ds.add_argument("--max-inner", type=int, default=40)
     ds.add_argument("--out", help="output folder (new; default designs/<scenario>)")
@@ -60,6 +64,20 @@ def _split_pairs(items, what):
     return out
 
 
+_DELIVERY = re.compile(r"^(injection|medium)\[\d+\]\.(dose|time|every|volume|duration)$")
+_UNITS = {"dose": "cell", "time": "s", "every": "s", "volume": "mm^3", "duration": "s"}
+
+
+def _known_elsewhere(name) -> bool:
+    """A delivery control that another alternative (another scenario, a --choose value) may have."""
+    return bool(_DELIVERY.match(name))
+
+
+def _unit_of(name) -> str:
+    m = _DELIVERY.match(name)
+    return _UNITS[m.group(2)] if m else "mm"
+
+
 def spec_from_args(args, built):
     """A design Spec from the arguments, with units checked against the first built scenario."""
     from .catalogue import available
@@ -76,10 +94,10 @@ def spec_from_args(args, built):
         parts = rest.split(",")
         if len(parts) != 2:
             raise ValueError(f"--control {name}={rest!r}; allowed: NAME=LOW,HIGH (with units)")
-        if name not in avail and not name.endswith(".every"):
+        if name not in avail and not _known_elsewhere(name):
             deliveries = sorted(n for n in avail if n.startswith(("injection[", "medium[")))
             raise ScenarioError(f"--control {name}: unknown control{suggest(name, avail)} allowed: {deliveries}")
-        unit = avail[name].unit if name in avail else "s"
+        unit = avail[name].unit if name in avail else _unit_of(name)
         lo, hi = (_quantity(p, unit, f"--control {name}") for p in parts)
         if not lo < hi:
             raise ValueError(f"--control {name}: low {lo:g} >= high {hi:g} {unit}; allowed: low < high")
@@ -87,7 +105,7 @@ def spec_from_args(args, built):
     for name, rest in _split_pairs(args.initial, "--initial").items():
         if name not in controls:
             raise ValueError(f"--initial {name}: not a --control; controls: {list(controls)}")
-        unit = avail[name].unit if name in avail else "s"
+        unit = avail[name].unit if name in avail else _unit_of(name)
         initial[name] = _quantity(rest, unit, f"--initial {name}")
     ceiling = {f: _quantity(v, "pg/mm^3", f"--peak-ceiling {f}")
                for f, v in _split_pairs(args.peak_ceiling, "--peak-ceiling").items()}
@@ -99,11 +117,13 @@ def spec_from_args(args, built):
                 max_site_volume=vol(args.max_site_volume, "--max-site-volume"), peak_ceiling=ceiling,
                 procedures=args.procedures, choose=choose,
                 dt=None if args.dt is None else _quantity(args.dt, "s", "--dt"), width=args.width,
-                max_outer=args.max_outer, max_inner=args.max_inner)
+                max_outer=args.max_outer, max_inner=args.max_inner, starts=args.starts, seed=args.seed)
     for what, v in (("--budget", spec.budget), ("--medium-budget", spec.medium_budget), ("--dt", spec.dt),
                     ("--max-volume", spec.max_volume), ("--max-site-volume", spec.max_site_volume)):
         if v is not None and not v > 0:
             raise ValueError(f"{what} = {v:g}; allowed: > 0")
+    if spec.starts < 1:
+        raise ValueError(f"--starts {spec.starts}; allowed: >= 1")
     if spec.procedures is not None and spec.procedures < 1:
         raise ValueError(f"--procedures {spec.procedures}; allowed: >= 1")
     if not 0 < spec.width < 10:
@@ -126,17 +146,6 @@ def run(args, set_platform) -> int:
         raise ValueError(f"{tmp} exists (an interrupted design, or someone's folder); remove it or choose another --out")
     built0 = build(scens[0])
     spec = spec_from_args(args, built0)
-    # every objective, control and limit checked on every alternative before the first optimisation
-    for s in scens:
-        for label, text, raw in D.alternatives(s.text, s.source, spec.choose):
-            b = build(sc.loads(text, source=s.source, base=Path(s.source).parent))
-            sub = [n for n in spec.controls if n in D.available(b) or D._SITE.match(n)]
-            missing = [n for n in spec.controls if n not in sub and not n.endswith(".every")]
-            if missing:
-                raise ValueError(f"--control {missing[0]}: not a control of {s.source} [{label}]")
-            sites, _ = D.site_controls(b, sub, b.model)
-            ctl = [sites[n] if n in sites else D.available(b)[n] for n in sub]
-            D.quantities(b, spec, ctl, smooth=True)
     print(f"paracrine design: {', '.join(spec.objectives)}; controls {', '.join(spec.controls)}")
 
     def progress(rec):
@@ -166,6 +175,9 @@ def run(args, set_platform) -> int:
         print(f"  {n} = {v:.4g} {u}" + (f" ({v / 3600:.3g} h)" if u == "s" else "") + (f"  at its {b} bound" if b else ""))
     for c in r.constraints:
         print(f"  {c['name']}: {c['value']:.4g} {c['unit']}" + ("  active" if c["active"] else ""))
+    for o in result["ranked"]:
+        for w in o.get("warnings", []):
+            print(f"  warning ({o['label']}): {w}")
     if len(result["ranked"]) > 1:
         print("ranking (exact objective at each optimum):")
         for k, o in enumerate(result["ranked"], 1):

@@ -208,6 +208,8 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
                  "chunk": int(z["chunk"]), "status": int(z["status"])}
         if "control" in z.files:   # the step controller's counts (error-controlled runs)
             state.update(rejected=int(z["control"][0]), error_max=float(z["control"][1]), h_max=float(z["control"][2]))
+            if len(z["control"]) > 3 and float(z["control"][3]) > 0:
+                state["h_next"] = float(z["control"][3])
     if resume:
         log(f"resuming {part}: {state['chunk']} of {len(chunks)} chunks done (day {ts[chunks[state['chunk'] - 1][1] - 1] / DAY:.2f})"
             if state["chunk"] else f"resuming {part}: no checkpoint yet, starting over")
@@ -226,8 +228,10 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
         i, j = chunks[ci]
         t0 = 0.0 if i == 0 else float(ts[i - 1])
         tc = time.perf_counter()
+        # error control continues from the step the controller proposed at the end of the last chunk
+        carry_h = {"dt0": state["h_next"]} if not fixed and state.get("h_next", 0.0) > 0 else {}
         sol = solver.simulate(model, params, t0=t0, t_end=float(ts[j - 1]), save_at=ts[i:j], method=stepper,
-                              c0=c, b0=b, budget=True, metrics=exposure, metrics0=acc, **steps_kw)
+                              c0=c, b0=b, budget=True, metrics=exposure, metrics0=acc, **steps_kw, **carry_h)
         ys = sol.ys
         cf, bf = (ys if binding else (ys, None))
         cf = np.asarray(cf, float)                   # (T_k, S, *space)
@@ -257,6 +261,8 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
         state["rejected"] = state.get("rejected", 0) + int(sol.stats.get("rejected", 0))
         state["error_max"] = max(state.get("error_max", 0.0), float(sol.stats.get("error_max", 0.0)))
         state["h_max"] = max(state.get("h_max", 0.0), float(sol.stats.get("h_max", 0.0)))
+        if "h_next" in sol.stats:
+            state["h_next"] = float(sol.stats["h_next"])
         state["limited"] = np.asarray(state["limited"]) + np.asarray(sol.stats["limited"], float)
         state["status"] = state["status"] or int(sol.status)   # the first failure is the one to report
         state["chunk"] = ci + 1
@@ -324,7 +330,8 @@ def _checkpoint(ckdir: Path, pending: list, state: dict, c, b) -> None:
               "budget": json.dumps(state["budget"]), "steps": np.array(state["steps"]),
               "stages": np.array(state["stages"]), "limited": np.asarray(state["limited"]),
               "chunk": np.array(state["chunk"]), "status": np.array(state["status"]),
-              "control": np.array([state.get("rejected", 0), state.get("error_max", 0.0), state.get("h_max", 0.0)])}
+              "control": np.array([state.get("rejected", 0), state.get("error_max", 0.0), state.get("h_max", 0.0),
+                                   state.get("h_next", 0.0)])}
     arrays.update({f"metrics.{k}": np.asarray(v) for k, v in state["metrics"].items()})
     for k, r in enumerate(pending):
         for key in ("stats", "snap_idx", "snaps", "snaps_b"):

@@ -195,8 +195,9 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     the diffusion stepper alone, else step doubling) and the next step chosen by the controller;
     save times are hit exactly, and a run that needs more than max_steps tries ends with status
     MAX_STEPS. stats then adds "rejected" (steps tried and refused), "error_max" (the largest scaled
-    local error of an accepted step, <= 1; times rtol, the largest relative local error) and "h_max"
-    (the longest step taken, s).
+    local error of an accepted step, <= 1; times rtol, the largest relative local error), "h_max"
+    (the longest step taken, s) and "h_next" (the step the controller proposes next: pass it as dt0
+    to continue a run cut into chunks without restarting the controller; dt0 is data, no retrace).
     method: "rkl2" (default for fixed steps), "trbdf2" (default for error control), "cn", "euler", or
     a stepper instance (RKL2(s=...), CrankNicolson(tol=...), TRBDF2(tol=...)).
     observe: what to save at each save time instead of the full field c (S, *shape): an observer
@@ -246,7 +247,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
         if dt is not None:
             raise ValueError("give dt (fixed steps) or rtol (error-controlled steps), not both")
         if controller is None:
-            extra = {k: v for k, v in (("atol", atol), ("dt0", dt0), ("dt_max", dt_max),
+            extra = {k: v for k, v in (("atol", atol), ("dt_max", dt_max),
                                        ("max_steps", max_steps)) if v is not None}
             controller = PIDController(rtol=float(rtol), **{k: (int(v) if k == "max_steps" else float(v))
                                                             for k, v in extra.items()})
@@ -284,7 +285,9 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     if adaptive:
         ends = starts + np.where(n > 0, h * n, 0.0)
         first = float(np.min(np.where(n > 0, h * n, np.inf)))
-        dt_first = controller.dt0 if controller.dt0 is not None else min(60.0, first)
+        # dt0 given to simulate is data (a run cut into chunks starts each from the last one's proposal
+        # without a new program); a controller's own dt0 is part of its structure
+        dt_first = dt0 if dt0 is not None else (controller.dt0 if controller.dt0 is not None else min(60.0, first))
         out = _run_adaptive(model, params, c0, b0, metrics, metrics0, jnp.asarray(starts, dtype),
                             jnp.asarray(ends, dtype), jnp.asarray(dt_first, dtype), controller=controller,
                             h_cap=h_cap, **opts)
@@ -576,11 +579,11 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
     state = (init, jnp.minimum(dt_first, h_limit), jnp.asarray(1.0, dtype), i0, i0,
              jnp.zeros((), dtype), jnp.zeros((), dtype))
     state, (ys, t_reached) = jax.lax.scan(interval, state, (starts, ends))
-    (c, b, acc, its, cg_ok, pos_ok, limited, macc, _), _, _, n_ok, n_rej, e_max, h_max = state
+    (c, b, acc, its, cg_ok, pos_ok, limited, macc, _), h_next, _, n_ok, n_rej, e_max, h_max = state
     ys = jax.tree.map(lambda y: y[:n_saves], ys)
     out_of_steps = jnp.any(t_reached < ends)
     status = _status(space, g, c, b, cg_ok, pos_ok, jnp.array(False), out_of_steps)
     attempts = n_ok + n_rej
     stats = {"steps": n_ok, "rejected": n_rej, "stages": attempts * stepper.stages * (1 if embedded else 3),
-             "cg_iterations": its, "limited": limited, "error_max": e_max, "h_max": h_max}
+             "cg_iterations": its, "limited": limited, "error_max": e_max, "h_max": h_max, "h_next": h_next}
     return ys, c, b, stats, acc, status, macc

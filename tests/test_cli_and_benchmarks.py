@@ -53,3 +53,12 @@ def test_fit_benchmark_quick_writes_a_record(tmp_path):
     rec = quick_record("fit", tmp_path)
     assert rec["ours"]["max_rel_error"] < 1e-6 and rec["scipy_trf_fd"]["max_rel_error"] < 1e-6
     assert rec["forward_s"] > 0 and rec["gradient_ratio"] > 1 and rec["ours"]["passes"] > 0
+
+
+def test_design_benchmark_quick_writes_a_record(tmp_path):
+    rec = quick_record("design", tmp_path)
+    (case,) = rec["cases"]
+    d = case["design"]
+    assert d["converged"] and d["objective_exact_h"] >= d["objective_start_exact_h"] > 0
+    assert case["grid"] and case["forward_s"] > 0 and case["gradient_ratio"] > 1
+    assert "cell budget" in d["active"]

@@ -61,6 +61,8 @@ def test_closed_form_optimum_of_a_compartment_is_recovered():
                                   save_at=[T], observer=solver.observe.region_means(model), initial={"time": 5 * HOUR})
     res2 = fitting.optimise(prob2, tol=1e-5)
     assert res2.theta[1] == pytest.approx(T - tau, rel=1e-3)
+    res3 = fitting.optimise(prob2, tol=1e-5, u0=[0.9, 0.05])          # another start of a multi-start
+    assert res3.theta[1] == pytest.approx(T - tau, rel=1e-3) and res3.theta[0] <= budget
     assert sum(TRACE_COUNT.values()) == n0
 
 
@@ -186,7 +188,7 @@ def run_cli(args, capsys):
     (["--control", "injection[0].dose=1e5,1e6 cells", "--objective", "hours_abov:VEGF"], "hours_above"),
     (["--control", "injection[0].dose=1e5,1e6 cells", "--objective", "auc:HGF"], "unknown factor 'HGF'"),
     (["--control", "injection[0].dose=1e5,1e6 cells", "--objective", "auc:VEGF@corre"], "unknown region 'corre'"),
-    (["--control", "injection[0].time=0 h,10 h", "--budget", "1e5 cells"], "no injection dose is a control"),
+    (["--control", "injection[0].time=0 h,10 h", "--budget", "1e5 cells"], "no alternative has a dose control"),
     (["--control", "injection[0].dose=1e5,1e6 cells", "--budget", "5e4 cells"], "infeasible"),
     (["--control", "injection[0].time=0 h,10 h", "--budget", "-3 cells"], "--budget"),
     (["--control", "injection[0].dose=1e5,1e6 cells", "--peak-ceiling", "FGF=1 ng/mL"], "FGF"),
@@ -315,3 +317,37 @@ def test_design_moves_a_site_and_writes_it(tmp_path, capsys, small):
     assert pts.shape == (3, 3)
     np.testing.assert_allclose(pts[1:], np.asarray(small.sites[0])[1:], atol=1e-6)
     np.testing.assert_allclose(pts[0], pd.delivered_sites(small, one["model_opt"].sources[0])[0], atol=1e-6)
+
+
+MEDIUM = SMALL.split("[cells]")[0] + """
+[[medium]]
+time = "14 h"
+volume = "20 uL"
+concentration = { VEGF = "2 ng/mL" }
+duration = "1 h"
+retention = 1.0
+sites = 3
+"""
+
+
+def test_design_cli_compares_products_each_with_its_own_controls_and_limits(tmp_path, capsys):
+    """Cells against conditioned medium: each alternative takes the controls and the limits that apply to
+    it (the cell budget to the cells, the medium budget to the medium), and both are ranked."""
+    a, b = tmp_path / "cells.toml", tmp_path / "medium.toml"
+    a.write_text(SMALL)
+    b.write_text(MEDIUM)
+    out = tmp_path / "d"
+    code, so, err = run_cli(["design", str(a), str(b), "--objective", "auc:VEGF", "--control",
+                             "injection[0].dose=1e4,1e6 cells", "medium[0].volume=1 uL,40 uL",
+                             "medium[0].duration=10 min,4 h", "--budget", "3e5 cells", "--medium-budget", "30 uL",
+                             "--max-outer", "2", "--max-inner", "6", "--out", str(out), "--no-figures"], capsys)
+    assert code in (0, 3), err
+    info = json.loads((out / "design.json").read_text())
+    by = {a_["alternative"]: a_ for a_ in info["alternatives"]}
+    assert set(by) == {"cells", "medium"}
+    assert [c["name"] for c in by["cells"]["controls"]] == ["injection[0].dose"]
+    assert {c["name"] for c in by["medium"]["controls"]} == {"medium[0].volume", "medium[0].duration"}
+    assert by["cells"]["controls"][0]["optimum"] == pytest.approx(3e5, rel=1e-3)        # AUC grows with the dose
+    vol = next(c for c in by["medium"]["controls"] if c["name"] == "medium[0].volume")
+    assert vol["optimum"] == pytest.approx(30.0, rel=5e-3) and vol["optimum"] <= 30.0  # mm^3 = uL; few iterations
+    assert [c["name"] for c in by["medium"]["constraints"]["optimiser"]] == ["medium budget"]
