@@ -724,12 +724,18 @@ def plot(folder: Path, out: dict, spec: Spec) -> None:
 
     ranked = out["ranked"]
     fig, ax = plt.subplots(figsize=(6, 4))
+    tol = spec.tol
     for o in ranked:
         h = o["result"].history
-        ax.plot(np.arange(1, len(h) + 1), [x["objective"] for x in h], label=o["label"])
+        n = np.arange(1, len(h) + 1)
+        val = np.array([x["objective"] for x in h])
+        ok = np.array([x["violation"] <= tol for x in h])
+        best = np.maximum.accumulate(np.where(ok, val, -np.inf))
+        line, = ax.plot(n[np.isfinite(best)], best[np.isfinite(best)], label=o["label"])
+        ax.plot(n, val, ".", ms=2, color=line.get_color(), alpha=0.35)
     ax.set_xlabel("evaluation (forward + reverse solve)")
     ax.set_ylabel("objective (surrogate, internal units)")
-    ax.set_title("Objective per evaluation")
+    ax.set_title("Best feasible objective so far (dots: every evaluation)", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(folder / "objective.png", dpi=120)
