@@ -184,8 +184,9 @@ class DesignProblem(eqx.Module):
 
     model, params0: a `solver.Model` and its `solver.Params` (the controls start at params0's values
     or `initial`). controls: FreeParameters (and `ModelControl`s: site positions of MovableSources).
-    bounds: {name: (low, high)} natural units, required for every control (a design has no default range). t_end (s), dt (s): fixed steps (a fixed step grid
-    keeps the outcome a smooth function of the controls); method: a stepper (default TR-BDF2 with its
+    bounds: {name: (low, high)} natural units, required for every control (a design has no default
+    range). t_end (s), dt (s): fixed steps (a fixed step grid keeps the outcome a smooth function of
+    the controls); method: a stepper (default TR-BDF2 with its
     discrete adjoint); metrics: the accumulator (`solver.SmoothExposure` for time above threshold);
     observer and save_at: what `Saved` quantities read.
     """

@@ -239,7 +239,9 @@ def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
                     **_cell_survival_extras(scenario, cells, x, f"injection[{i}]")))
             else:
                 amount = np.array([x["amount"][f] for f in factors]) * x["retention"] * share_of_dose
-                profiles.append(solver.Bolus(amount=amount, time=np.asarray(x["times"]), duration=x["duration"]))
+                # scale: (volume, concentration) multipliers, 1 as written (design controls change them)
+                profiles.append(solver.Bolus(amount=amount, time=np.asarray(x["times"]), duration=x["duration"],
+                                             scale=np.ones(2)))
                 media_retention.append(x["retention"])
     model = solver.Model(disc, factors=factors, sources=sources, operator=d["geometry"].get("operator", "p1"),
                          dtype=dtype)

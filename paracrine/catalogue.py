@@ -4,8 +4,9 @@
 `cells.dose` (cells per injection, every injection), `medium.retention`, and per delivery (the
 controls of `paracrine design`, which sweeps take too): `injection[k].dose` (cells per dose),
 `injection[k].time` (the first dose's time; repeats keep their interval), `injection[k].every`
-(the interval of a repeated dose), `medium[k].volume` (at the scenario's concentration),
-`medium[k].time`, `medium[k].every`, `medium[k].duration` (the infusion time).
+(the interval of a repeated dose), `medium[k].volume`,
+`medium[k].concentration` (of the factor with the highest concentration, the others in
+proportion), `medium[k].time`, `medium[k].every`, `medium[k].duration` (the infusion time).
 
 Each name is a `fitting.FreeParameter` over the built scenario's `solver.Params` (log coordinate
 for positive quantities, logit for fractions) that also knows how to write its value back into
@@ -201,21 +202,28 @@ def _delivery_controls(built, add) -> None:
                    lambda raw, v, k=k: raw["medium"][k].__setitem__("duration", f"{v:.9g} s")))
             if "volume" in spec and spec["volume"] > 0:
                 v0 = spec["volume"]
-                per = {i: np.asarray(built.params.sources[i].amount, float) / v0 for i in idx}
-                s_ref = int(np.argmax(per[i0]))
+                conc0 = {f: spec["amount"][f] / v0 for f in spec["amount"]}
+                f_ref = max(conc0, key=conc0.get)         # the concentration control reads this factor's
 
-                def set_volume(p, v, idx=idx, per=per):
-                    return each(p, lambda q, i: _set_leaf(q, lambda r: r.sources[i].amount,
-                                                          lambda a: jnp.asarray(per[i], a.dtype) * v), idx)
+                def set_scale(p, v, j, idx=idx):
+                    return each(p, lambda q, i: _set_leaf(q, lambda r: r.sources[i].scale,
+                                                          lambda a: a.at[j].set(v)), idx)
 
                 def toml_volume(raw, v, k=k):
                     m = raw["medium"][k]
                     m.pop("rate", None)
                     m["volume"] = f"{v:.9g} mm^3"
 
-                add(_P(f"{key}.volume", "positive", "mm^3",
-                       lambda p, i0=i0, per=per, s_ref=s_ref: p.sources[i0].amount[s_ref] / per[i0][s_ref],
-                       set_volume, toml_volume))
+                def toml_conc(raw, v, k=k, conc0=conc0, f_ref=f_ref):
+                    m = raw["medium"][k]
+                    ratio = v / conc0[f_ref]
+                    m["concentration"] = {f: f"{c * ratio * 1e3:.9g} pg/mL" for f, c in conc0.items() if c > 0}
+
+                add(_P(f"{key}.volume", "positive", "mm^3", lambda p, i0=i0, v0=v0: p.sources[i0].scale[0] * v0,
+                       lambda p, v, v0=v0: set_scale(p, v / v0, 0), toml_volume))
+                add(_P(f"{key}.concentration", "positive", "pg/mm^3",
+                       lambda p, i0=i0, c0=conc0[f_ref]: p.sources[i0].scale[1] * c0,
+                       lambda p, v, c0=conc0[f_ref]: set_scale(p, v / c0, 1), toml_conc))
 
 
 def _factor(raw, f):

@@ -372,9 +372,10 @@ def site_controls(built, names, model):
             raise ScenarioError(f"--control {items[0][0]}: {what}[{k}] is not a delivery to point sites "
                                 f"(routes {list(POINT_ROUTES)})")
         pts = np.asarray(built.sites[_delivery_index(built, what, k)], float)
-        if disc.dim != 3 or pts.shape[1] != 3:
-            raise ScenarioError(f"--control {items[0][0]}: site positions need a 3-D geometry")
         for n, p, axis in items:
+            if axis >= pts.shape[1]:
+                raise ScenarioError(f"--control {n}: the geometry is {pts.shape[1]}-D; allowed axes "
+                                    f"{list('xyz'[:pts.shape[1]])}")
             if p >= len(pts):
                 raise ScenarioError(f"--control {n}: {what}[{k}] has {len(pts)} sites; allowed site[0] to "
                                     f"site[{len(pts) - 1}]")
@@ -389,8 +390,8 @@ def site_controls(built, names, model):
             mine = [mine[j] for j in order]
             # candidates of any region: on a coarse mesh a border-zone site's containing cell may be a
             # neighbour's (build assigns such sites to their region), and it must be among them
-            sources[i] = solver.MovableSource.around(disc, pts[mine], name=src.name,
-                                                     dtype=built.params.D.dtype)
+            movable = solver.MovableSource if disc.kind == "mesh" else solver.MovableGridSource
+            sources[i] = movable.around(disc, pts[mine], name=src.name, dtype=built.params.D.dtype)
             for row, p in enumerate(mine):
                 where[(what, k, p)] = (i, row, tuple(mine))
     model = eqx.tree_at(lambda m: m.sources, model, tuple(sources))
@@ -439,6 +440,7 @@ def p1_model(built, model, controls):
         if isinstance(c, SiteControl):
             what, k, p, i, row = c.where
             srcs[i] = solver.PointSource.at(built.disc, pos[(what, k)][list(c.site_rows)], name=srcs[i].name)
+    # (on a grid, PointSource.at and MovableGridSource share the trilinear rule)
     return eqx.tree_at(lambda m: m.sources, model, tuple(srcs))
 
 

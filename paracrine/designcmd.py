@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
                          "(default border); several: all of them (a smooth minimum of each over its start value)")
     ds.add_argument("--control", nargs="+", required=True, metavar="NAME=LOW,HIGH",
                     help="e.g. 'injection[0].dose=1e5,2e6 cells' 'injection[0].time=0 h,7 d' "
-                         "'injection[0].every=6 h,3 d' 'medium[0].volume=10 uL,200 uL' 'medium[0].duration=0 h,6 h' "
+                         "'injection[0].every=6 h,3 d' 'medium[0].volume=10 uL,200 uL' "
+                         "'medium[0].concentration=1 ng/mL,10 ng/mL' "
+                         "'medium[0].duration=0 h,6 h' "
                          "'injection[0].site[1].x=2 mm,4 mm' (a site coordinate, mm; meshes)")
     ds.add_argument("--initial", nargs="*", metavar="NAME=VALUE", help="start values (default: the scenario's)")
     ds.add_argument("--budget", metavar="CELLS", help="total cells over all doses, e.g. '1e6 cells'")
@@ -64,8 +66,8 @@ def _split_pairs(items, what):
     return out
 
 
-_DELIVERY = re.compile(r"^(injection|medium)\[\d+\]\.(dose|time|every|volume|duration)$")
-_UNITS = {"dose": "cell", "time": "s", "every": "s", "volume": "mm^3", "duration": "s"}
+_DELIVERY = re.compile(r"^(injection|medium)\[\d+\]\.(dose|time|every|volume|concentration|duration)$")
+_UNITS = {"dose": "cell", "time": "s", "every": "s", "volume": "mm^3", "concentration": "pg/mm^3", "duration": "s"}
 
 
 def _known_elsewhere(name) -> bool:

@@ -14,7 +14,7 @@ from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
 from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound, step_lengths
 from .therapy import Bolus, CellSecretion, spread_sites
 from .steady import SteadyState, steady_state
-from .sources import AbstractSource, FieldSource, MovableSource, PointSource
+from .sources import AbstractSource, FieldSource, MovableGridSource, MovableSource, PointSource
 from .controller import PIDController
 from .adi import DouglasADI
 from .steppers import (TRBDF2, AbstractStepper, CrankNicolson, ForwardEuler, RKL2, StabilityError, rkl2_coefficients,
@@ -29,7 +29,8 @@ __all__ = [
     "observe",
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "DouglasADI", "Exponential",
     "PIDController", "TRBDF2",
-    "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "MovableSource", "PointSource", "RKL2",
+    "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "MovableGridSource", "MovableSource",
+    "PointSource", "RKL2",
     "STATUS_MESSAGES", "Solution", "StabilityError", "field_source", "point_source", "rkl2_coefficients",
     "rkl2_stages", "simulate", "spectral_bound", "step_lengths", "SteadyState", "steady_state", "plan",
 ]

@@ -180,6 +180,56 @@ class MovableSource(PointSource):
         return PointSource.add(placed, c, amount)
 
 
+class _Box(tuple):
+    """(origin, spacing, shape) of a voxel grid, hashable (a static field); `containing` reads these."""
+
+    origin = property(lambda self: self[0])
+    spacing = property(lambda self: self[1])
+    shape = property(lambda self: self[2])
+
+
+class MovableGridSource(PointSource):
+    """`MovableSource` on a voxel grid: sites at coordinates x (P, d), data of the model, with the
+    trilinear weights of `PointSource.trilinear` (one rule, `geometry.discretise.trilinear_weights`)
+    computed from x inside the program, so a simulation is differentiable in the site positions. A
+    site moved out of the tissue gets NaN weights (it shows in the solution); design bounds keep it in."""
+
+    x: jax.Array = None          # (P, d) mm
+    tissue: jax.Array = None     # flat tissue mask, or None
+    box: tuple = eqx.field(static=True, default=None)
+
+    @classmethod
+    def around(cls, disc, points, *, name: str = "source", dtype=None) -> "MovableGridSource":
+        from geometry import GridDiscretisation
+
+        if not isinstance(disc, GridDiscretisation):
+            raise TypeError(f"MovableGridSource needs a grid discretisation, got {type(disc).__name__}")
+        ref = PointSource.trilinear(disc, points, name=name, dtype=dtype)
+        g = disc.grid
+        box = _Box((tuple(map(float, g.origin)), tuple(map(float, g.spacing)), tuple(map(int, g.shape))))
+        tissue = None if disc.tissue.all() else jnp.asarray(disc.tissue.reshape(-1))
+        dtype = dtype or jnp.result_type(float)
+        return cls(name=name, nodes=ref.nodes, weights=ref.weights, x=jnp.atleast_2d(jnp.asarray(points, dtype)),
+                   tissue=tissue, box=box)
+
+    def _placement(self):
+        x = self.x
+        own, inside = containing(jax.lax.stop_gradient(x), self.box, xp=jnp)
+        if self.tissue is not None:
+            inside = inside & self.tissue[jnp.ravel_multi_index(tuple(own.T), self.box.shape, mode="clip")]
+        flat, w = trilinear_weights(x, origin=self.box.origin, spacing=self.box.spacing, shape=self.box.shape,
+                                    tissue=self.tissue, own=own, xp=jnp)
+        w = jnp.where(inside[:, None], w, jnp.nan)
+        return flat.astype(jnp.int32), w / float(np.prod(self.box.spacing))
+
+    def placed(self):
+        return self.x
+
+    def add(self, c, amount):
+        nodes, w = self._placement()
+        return PointSource.add(eqx.tree_at(lambda s: (s.nodes, s.weights), self, (nodes, w.astype(c.dtype))), c, amount)
+
+
 class FieldSource(AbstractSource):
     """Volumetric source with the spatial shape of a non-negative density field."""
 

@@ -117,11 +117,15 @@ class CellSecretion(AbstractProfile):
 class Bolus(AbstractProfile):
     """Conditioned medium: amounts (S,) in pg delivered at each of `time` (a scalar or (J,) doses),
     as a bolus (duration 0: a step that contains the time adds the whole amount, spread over that
-    step by the forcing) or as an infusion at a constant rate over `duration` seconds."""
+    step by the forcing) or as an infusion at a constant rate over `duration` seconds. `scale` (K,)
+    multiplies every amount by its product (default: none): separate leaves for what the amount
+    is a product of (the volume and the concentration of a medium), so that each can be changed
+    alone (a design control) while `amount` keeps the scenario's value."""
 
     amount: jax.Array = eqx.field(converter=_arr)
     time: jax.Array = eqx.field(converter=_arr, default=0.0)
     duration: jax.Array = eqx.field(converter=_arr, default=0.0)
+    scale: jax.Array = eqx.field(converter=_arr, default=(1.0,))
 
     factor_field = "amount"
 
@@ -134,14 +138,17 @@ class Bolus(AbstractProfile):
                          (t > self.time).astype(self.amount.dtype))
         return jnp.sum(frac)
 
+    def _amount(self):
+        return self.amount * jnp.prod(self.scale)
+
     def cumulative(self, t):
-        return self.amount * self._delivered(t)
+        return self._amount() * self._delivered(t)
 
     def rate_at(self, t):
         t = jnp.asarray(t)
         d = self.duration
         on = (d > 0) & (t >= self.time) & (t < self.time + d)
-        return self.amount * jnp.sum(jnp.where(on, 1.0 / jnp.where(d > 0, d, 1.0), 0.0))
+        return self._amount() * jnp.sum(jnp.where(on, 1.0 / jnp.where(d > 0, d, 1.0), 0.0))
 
 
 def spread_sites(disc, n: int, *, region: str | None = None, seed: int = 0) -> np.ndarray:

@@ -351,3 +351,41 @@ def test_design_cli_compares_products_each_with_its_own_controls_and_limits(tmp_
     vol = next(c for c in by["medium"]["controls"] if c["name"] == "medium[0].volume")
     assert vol["optimum"] == pytest.approx(30.0, rel=5e-3) and vol["optimum"] <= 30.0  # mm^3 = uL; few iterations
     assert [c["name"] for c in by["medium"]["constraints"]["optimiser"]] == ["medium budget"]
+
+
+def test_medium_volume_and_concentration_are_separate_controls():
+    b = build(sc.loads(MEDIUM, source="medium.toml"))
+    avail = pd.available(b)
+    vol, conc = avail["medium[0].volume"], avail["medium[0].concentration"]
+    assert float(vol.get(b.params)) == pytest.approx(20.0) and float(conc.get(b.params)) == pytest.approx(2.0)  # pg/mm^3
+    p = conc.set(vol.set(b.params, 40.0), 3.0)            # twice the volume, 1.5 x the concentration
+    assert float(vol.get(p)) == pytest.approx(40.0) and float(conc.get(p)) == pytest.approx(3.0)
+    k = 0
+    ratio = np.asarray(p.sources[k].cumulative(DAY)) / np.asarray(b.params.sources[k].cumulative(DAY))
+    np.testing.assert_allclose(ratio, 3.0, rtol=1e-12)
+    text = pd.designed_text(__import__("tomllib").loads(MEDIUM), [vol, conc], [40.0, 3.0], "", b, b.model)
+    m = sc.loads(text, source="designed.toml").data["media"][0]
+    assert m["volume"] == pytest.approx(40.0) and m["amount"]["VEGF"] == pytest.approx(40.0 * 3.0)   # pg
+
+
+def test_movable_grid_sites_are_trilinear_sites_and_differentiable():
+    disc = geometry.discretise(geometry.box_grid([0, 0, 0], [2, 2, 1], [10, 10, 5]))
+    x0 = np.array([[0.71, 0.93, 0.41]])
+    mov = solver.MovableGridSource.around(disc, x0, name="s")
+    c = jnp.zeros((1, *disc.spatial_shape))
+    one = jnp.ones(1)
+    for x in (x0, x0 + 0.137):
+        ref = solver.PointSource.at(disc, x, name="s")
+        np.testing.assert_allclose(np.asarray(eqx_set_x(mov, x).add(c, one)), np.asarray(ref.add(c, one)),
+                                   rtol=1e-12, atol=1e-12)
+    model = solver.Model(disc, sources=[mov])
+    params = model.params(D=1e-3, decay=1e-4, sources=[solver.Constant(rate=1.0)])
+    probe = jnp.asarray((np.asarray(disc.coordinates)[..., 0] > 1.0).reshape(disc.spatial_shape), float)
+
+    def f(v):
+        mm = equinox_tree_at(model, eqx_set_x(mov, mov.x.at[0, 0].set(v)))
+        return jnp.sum(solver.simulate(mm, params, t_end=600.0, dt=60.0, method="cn").final[0] * probe)
+
+    g = float(jax.grad(f)(0.77))
+    fd_ = (float(f(0.77 + 1e-5)) - float(f(0.77 - 1e-5))) / 2e-5
+    assert g == pytest.approx(fd_, rel=1e-6) and g != 0.0
