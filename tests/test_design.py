@@ -389,3 +389,16 @@ def test_movable_grid_sites_are_trilinear_sites_and_differentiable():
     g = float(jax.grad(f)(0.77))
     fd_ = (float(f(0.77 + 1e-5)) - float(f(0.77 - 1e-5))) / 2e-5
     assert g == pytest.approx(fd_, rel=1e-6) and g != 0.0
+
+
+def test_soft_minimum_of_several_objectives():
+    """Several objectives are all wanted: SoftMin of q_i / s_i is their common value when equal, tends
+    to the smallest as tau -> 0, and its gradient weights the smaller term most."""
+    out = fd.Outcome({"auc": jnp.array([[2.0, 6.0]])}, None, jnp.zeros(1))
+    a, b = fd.Accumulated("auc", 0, 0), fd.Accumulated("auc", 0, 1)
+    assert float(fd.SoftMin((a, b), (2.0, 6.0))(out)) == pytest.approx(1.0, rel=1e-12)
+    for tau, tol in ((0.05, 0.05), (0.001, 1e-3)):
+        assert float(fd.SoftMin((a, b), (1.0, 2.0), tau)(out)) == pytest.approx(2.0, abs=tol)
+    g = jax.grad(lambda m: fd.SoftMin((a, b), (1.0, 2.0), 0.05)(fd.Outcome({"auc": m}, None, jnp.zeros(1))))(
+        jnp.array([[2.0, 6.0]]))
+    assert float(g[0, 0]) > 0.9 and float(g[0, 1]) < 0.05
