@@ -35,6 +35,16 @@ def _pairs(items, what: str, units: dict, n: int) -> dict:
     return out
 
 
+def _fresh_partial(out: Path) -> Path:
+    """OUT.partial, which must not exist: it is an interrupted command's or someone's folder, and a
+    command deletes only what it created."""
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        raise ValueError(f"{tmp} exists (an interrupted run, fit or sweep, or someone's folder); remove it or "
+                         "choose another --out")
+    return tmp
+
+
 def add_parser(sub) -> None:
     fit = sub.add_parser("fit", help="calibrate rates of a scenario to data (CSV) and write the fitted scenario",
                          description="Fits the named free parameters of SCENARIO to DATA (long-format CSV with units) "
@@ -94,6 +104,8 @@ def run(args, set_platform) -> int:
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty; choose another --out")
 
+    _fresh_partial(out)
+
     def progress(it, loss, lam, ok):
         print(f"  iteration {int(it):3d}  loss {float(loss):.6g}  damping {float(lam):.2g}"
               f"{'' if bool(ok) else '  (no decrease: stopping)'}", flush=True)
@@ -103,10 +115,12 @@ def run(args, set_platform) -> int:
                       max_iter=args.max_iter, initial=_pairs(args.initial, "--initial", units, 1),
                       bounds=_pairs(args.bound, "--bound", units, 2), priors=priors, profile=args.profile or (),
                       progress=progress)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    fitreport.write(res, scen, tmp, figures=not args.no_figures)
+    tmp = _fresh_partial(out)
+    try:
+        fitreport.write(res, scen, tmp, figures=not args.no_figures)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation
+        raise
     if out.exists():
         out.rmdir()
     tmp.rename(out)
@@ -136,8 +150,6 @@ def add_sweep_parser(sub) -> None:
 
 
 def run_sweep(args, set_platform) -> int:
-    import json
-
     from . import scenario as sc
 
     set_platform(args.device, args.precision)
@@ -157,18 +169,28 @@ def run_sweep(args, set_platform) -> int:
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.scenario).stem
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty; choose another --out")
+    tmp = _fresh_partial(out)
     res = calibrate.sweep(built, vary, zip_values=args.zip)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    calibrate.write_table(tmp / "sweep.csv", res)
-    (tmp / "sweep.json").write_text(json.dumps({"scenario": scen.source, "names": res["names"], "units": res["units"],
-                                                "values": res["values"].tolist(), "devices": res["devices"],
-                                                "metrics": res["metrics"]}, indent=1))
+    try:
+        _write_sweep(tmp, scen, res)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation
+        raise
     if out.exists():
         out.rmdir()
     tmp.rename(out)
     print(f"paracrine sweep: {len(res['values'])} members on {res['devices']} device(s) -> {out}/sweep.csv")
     print((out / "sweep.csv").read_text(), end="")
     return 0
+
+
+def _write_sweep(tmp, scen, res) -> None:
+    import json
+
+    from . import calibrate
+
+    calibrate.write_table(tmp / "sweep.csv", res)
+    (tmp / "sweep.json").write_text(json.dumps({"scenario": scen.source, "names": res["names"], "units": res["units"],
+                                                "values": res["values"].tolist(), "devices": res["devices"],
+                                                "metrics": res["metrics"]}, indent=1))

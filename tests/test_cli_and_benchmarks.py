@@ -62,3 +62,20 @@ def test_design_benchmark_quick_writes_a_record(tmp_path):
     assert d["converged"] and d["objective_exact_h"] >= d["objective_start_exact_h"] > 0
     assert case["grid"] and case["forward_s"] > 0 and case["gradient_ratio"] > 1
     assert "cell budget" in d["active"]
+
+
+@pytest.mark.parametrize("command", ["fit", "sweep"])
+def test_fit_and_sweep_keep_a_partial_folder_they_did_not_create(tmp_path, capsys, command):
+    """An existing OUT.partial (an interrupted run's, or a user's) is left alone: the command refuses."""
+    from paracrine.cli import main
+
+    scen = ROOT / "examples" / "fit_yasuda.toml"
+    keep = tmp_path / "out.partial"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("keep me")
+    args = (["fit", str(scen), str(ROOT / "examples" / "data" / "yasuda2005_normal.csv"), "--free", "cells.washout"]
+            if command == "fit" else ["sweep", str(scen), "--vary", "cells.dose=1e5,1e6"])
+    assert main(args + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "out.partial exists" in err and (keep / "mine.txt").read_text() == "keep me"
+    assert not (tmp_path / "out").exists()
