@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# test processes (pytest-xdist): two keep both cores busy while one compiles; 0 runs in one process
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-all bench clean
 
@@ -18,10 +20,10 @@ run: $(STAMP)
 	$(VENV)/bin/paracrine run --out runs/default-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
 test-all: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/forward.py

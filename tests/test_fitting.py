@@ -152,6 +152,7 @@ def test_lm_needs_fewer_solves_than_finite_difference_least_squares(pde_case):
         assert res.n_solves < len(calls), (method, res.n_solves, len(calls))
 
 
+@pytest.mark.slow   # an option off by default; the default LM path is tested above
 def test_broyden_updates_reach_the_same_optimum(pde_case):
     from fitting.optimize import levenberg_marquardt
 

@@ -63,7 +63,8 @@ def test_hill_budget_closes_with_a_source():
         <= 1e-10 * b["secreted"]
 
 
-@pytest.mark.parametrize("method", ["rkl2", "cn", "trbdf2"])
+@pytest.mark.parametrize("method", [pytest.param("rkl2", marks=pytest.mark.slow), pytest.param("cn", marks=pytest.mark.slow),
+                                    "trbdf2"])   # fast path: TR-BDF2, the default stepper
 def test_hill_gradients_match_central_differences(method):
     disc = geometry.discretise(geometry.box_mesh([0, 0], [1, 1], 5))
     model = solver.Model(disc, sources=[solver.point_source(disc, [[0.4, 0.5]])])
