@@ -108,6 +108,7 @@ def test_controller_error_tracks_rtol_on_v1():
     assert errs[0] > errs[1] > errs[2]
 
 
+@pytest.mark.slow   # fast path: test_controller_error_tracks_rtol_on_v1
 def test_controller_error_tracks_rtol_on_the_default_scenario_quick():
     """The default scenario at a quick size (6 h, 0.7 mm mesh): the border-zone mean at every hourly save
     point against fixed 4 s TR-BDF2 steps, within 3x of rtol (0.25x below) and falling with it."""

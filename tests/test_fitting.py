@@ -112,6 +112,7 @@ def test_intervals_cover_the_truth_for_most_noise_seeds(cells_case):
     assert covered >= 6, covered  # 95 % intervals (all three at once): most seeds
 
 
+@pytest.mark.slow   # fast path: tests/test_layers_and_problem.py checks the generic Problem's gradient
 def test_loss_gradient_matches_central_differences(pde_case):
     s, b, obs, _ = pde_case
     free = calibrate.resolve(b, ["VEGF.secretion", "VEGF.uptake.border", "VEGF.decay"])
