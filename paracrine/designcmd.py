@@ -135,6 +135,7 @@ def spec_from_args(args, built):
 
 def run(args, set_platform) -> int:
     from . import design as D
+    from . import designreport
     from . import scenario as sc
     from .build import build
 
@@ -159,7 +160,7 @@ def run(args, set_platform) -> int:
     result = D.design([(s.text, s.source, Path(s.source).parent) for s in scens], spec, progress=progress)
     tmp.mkdir(parents=True)
     try:
-        D.write(tmp, result, spec, figures=not args.no_figures)
+        designreport.write(tmp, result, spec, figures=not args.no_figures)
     except BaseException:
         import shutil
 
