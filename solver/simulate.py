@@ -33,7 +33,7 @@ from .model import Model
 from .params import Params
 from .kinetics import step as kinetics_step
 from .controller import PIDController
-from .steppers import RTOL, TRBDF2, AbstractStepper, linear_forcing, make_stepper
+from .steppers import RTOL, TRBDF2, AbstractStepper, compose, linear_forcing, make_stepper, positivity_limiter  # noqa: F401
 
 import equinox.internal as eqxi
 
@@ -78,28 +78,6 @@ class Solution(eqx.Module):
     def message(self) -> str:
         codes = sorted(set(np.asarray(self.status).reshape(-1).tolist()))
         return "; ".join(STATUS_MESSAGES[int(c)] for c in codes)
-
-
-def positivity_limiter(space, c):
-    """Clip negative values and scale the rest down so that each factor's total is unchanged.
-
-    Linear schemes above first order cannot be unconditionally positive
-    (Bolley & Crouzeix 1978); RKL2 and Crank-Nicolson undershoot next to a
-    point source when sqrt(D dt) spans several cells. The limiter is
-    inactive (an identity) whenever the step produced no negative value; it
-    never changes a sign and never creates mass: the scale total / kept lies
-    in [0, 1]. A factor whose total is negative (the step removed more than
-    the field held, e.g. Crank-Nicolson against a strong Robin sink) cannot be
-    repaired so: it is set to zero and reported as a failed step.
-    Returns (c, amount clipped (S,), failed (S,) bool).
-    """
-    neg = jnp.where(c < 0, c, 0.0)
-    pos = c - neg
-    total, kept = space.total(c), space.total(pos)
-    # a total below zero beyond round-off (an emptied factor may end at -1e-30)
-    failed = total < -10 * jnp.finfo(c.dtype).eps * (kept - space.total(neg))
-    scale = jnp.where(kept > 0, jnp.clip(total / jnp.where(kept > 0, kept, 1.0), 0.0, 1.0), 1.0)
-    return pos * scale.reshape((-1,) + (1,) * (c.ndim - 1)), -space.total(neg), failed
 
 
 def _plan(t_end, dt, save_at, t0=0.0):
@@ -208,13 +186,16 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     c0: initial state (S, *shape); default zero. b0: initial bound factor with binding.
     With binding, observe is called as f(c, t, b) and the default saves (c, b); Solution.bound
     is the bound field at t_end and the budget adds degraded_bound.
-    positive: apply the conservative positivity limiter after each diffusion step (see
-    `positivity_limiter`); the amount it moved is stats["limited"]. Pass False for signed
-    data (verification modes): the equations are linear and accept them.
-    factor_loop: diffuse the factors one after another (`lax.map`) rather than as one batch;
-    factors do not couple in diffusion, and one factor's stages stay in cache (default: on
-    for several factors with RKL2 and CN, off for forward Euler's single pass; measured in
-    benchmarks/README.md).
+    The stepper is composed as Positive(PerFactor(scheme)) from wrappers (`solver.Positive`,
+    `solver.PerFactor`), given in method= or switched by two flags:
+    positive: wrap the scheme in `Positive`, the conservative positivity limiter after each
+    diffusion step (see `positivity_limiter`); the amount it moved is stats["limited"]. Pass False
+    for signed data (verification modes): the equations are linear and accept them.
+    factor_loop: wrap it in `PerFactor`, diffusing the factors one after another (`lax.map`)
+    rather than as one batch; factors do not couple in diffusion, and one factor's stages stay in
+    cache (default None: on for several factors with RKL2 and CN, off for forward Euler's single
+    pass and TR-BDF2's batched CG; measured in benchmarks/README.md). A flag False against a
+    wrapper given in method= is an error.
     checkpoint: reverse-mode memory by checkpointing (each fixed step; the error-controlled loop
     as equinox's checkpointed while loop). With error control, pass checkpoint=False for forward
     mode (jax.jvp / jacfwd), which a checkpointed while loop does not support.
@@ -269,19 +250,19 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     if adjoint not in ("checkpoint", "discrete"):
         raise ValueError(f"adjoint = {adjoint!r}; allowed: 'checkpoint' or 'discrete'")
     if adjoint == "discrete":
-        if not isinstance(stepper, TRBDF2):
-            raise ValueError(f"adjoint='discrete' is written for TR-BDF2; the stepper is {type(stepper).__name__} "
+        base = stepper.base
+        if not isinstance(base, TRBDF2):
+            raise ValueError(f"adjoint='discrete' is written for TR-BDF2; the stepper is {type(base).__name__} "
                              "(use adjoint='checkpoint', or method='trbdf2')")
-        stepper = TRBDF2(tol=stepper.tol, maxiter=stepper.maxiter, adjoint=True)
+        stepper = stepper.rebuild(TRBDF2(tol=base.tol, maxiter=base.maxiter, adjoint=True))
+    stepper = compose(stepper, positive=positive, per_factor=factor_loop, n_factors=model.n_factors)
     dtype = params.D.dtype
     c0 = _initial(c0, model, dtype, "c0")
     uniform = bool(np.all(n == n.max()))
     b0 = _initial(b0, model, dtype, "b0") if params.binding is not None else None
     if metrics is not None and metrics0 is None:
         metrics0 = metrics.init(c0, b0, jnp.asarray(t0, dtype))
-    loop = (model.n_factors > 1 and stepper.loop_factors) if factor_loop is None else factor_loop
-    opts = dict(stepper=stepper, observe=observe, budget=budget, positive=positive, checkpoint=checkpoint,
-                n_saves=len(save), factor_loop=loop)
+    opts = dict(stepper=stepper, observe=observe, budget=budget, checkpoint=checkpoint, n_saves=len(save))
     if adaptive:
         ends = starts + np.where(n > 0, h * n, 0.0)
         first = float(np.min(np.where(n > 0, h * n, np.inf)))
@@ -312,7 +293,7 @@ def _throw(x, status):
     return x, status
 
 
-def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_loop, embedded):
+def _core(model, params, c0, b0, metrics, *, stepper, budget, embedded):
     """The pieces of one step: (acc0, step) with step(carry, t0, h) -> (carry, error field or None).
 
     carry = (c, b, budget acc, CG iterations, CG converged, no negative total, amount limited,
@@ -367,18 +348,8 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
             f = src.add(f, (prof.cumulative(t0 + h) - prof.cumulative(t0)) / jnp.where(h > 0, h, 1.0))
         return f
 
-    def one(c, h, f, g, st):
-        return stepper.step(space, g, c, h, f, st, error=embedded)
-
     def diffuse(c, h, f, st):
-        if not factor_loop:
-            return one(c, h, f, g, st)
-        add = lambda x: x[:, None]  # noqa: E731  keep a factor axis of length 1
-        xs = (add(c), jax.tree.map(add, g), None if f is None else jax.tree.map(add, f), jax.tree.map(add, st))
-        new, k, conv, err, st = jax.lax.map(lambda a: one(a[0], h, a[2], a[1], a[3]), xs)
-        drop = lambda x: x[:, 0]  # noqa: E731
-        return (drop(new), jnp.sum(k).astype(jnp.int32), jnp.all(conv), None if err is None else drop(err),
-                jax.tree.map(drop, st))
+        return stepper.step(space, g, c, h, f, st, error=embedded)
 
     def step(carry, t0, h):
         c, b, acc, its, cg_ok, ok, limited, macc, st = carry
@@ -407,8 +378,9 @@ def _core(model, params, c0, b0, metrics, *, stepper, budget, positive, factor_l
             n_s = float(len(w))
             acc = dict(acc, **{k_: acc[k_] + lost * jnp.where(wsum != 0, w[k_] / jnp.where(wsum != 0, wsum, 1.0),
                                                                 1.0 / n_s) for k_ in w})
-        if positive:
-            c, moved, failed = positivity_limiter(space, c)
+        pos = stepper.positivity(st)   # the Positive wrapper's limiter, applied inside the step
+        if pos is not None:
+            moved, failed = pos
             limited = limited + moved
             ok = ok & ~jnp.any(failed)
         if reactions:
@@ -446,12 +418,11 @@ def _observe(observe, c, b, t, params=None):
 
 @eqx.filter_jit
 def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: AbstractStepper, n_max, uniform,
-         observe, budget, positive, checkpoint, n_saves, unroll, factor_loop):
-    TRACE_COUNT[type(stepper).__name__] += 1
-    acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, positive=positive,
-                          factor_loop=factor_loop, embedded=False)
+         observe, budget, checkpoint, n_saves, unroll):
+    TRACE_COUNT[type(stepper.base).__name__] += 1
+    acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, embedded=False)
     step_only = lambda carry, t0, h: step(carry, t0, h)[0]  # noqa: E731
-    if checkpoint and not getattr(stepper, "adjoint", False):
+    if checkpoint and not getattr(stepper.base, "adjoint", False):
         step_only = jax.checkpoint(step_only)
 
     def interval(carry, x):
@@ -481,13 +452,12 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
 
 @eqx.filter_jit
 def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_first, *, stepper: AbstractStepper,
-                  controller: PIDController, h_cap, observe, budget, positive, checkpoint, n_saves, factor_loop):
-    TRACE_COUNT[type(stepper).__name__ + "/adaptive"] += 1
+                  controller: PIDController, h_cap, observe, budget, checkpoint, n_saves):
+    TRACE_COUNT[type(stepper.base).__name__ + "/adaptive"] += 1
     space = model.space
     reactions = bool(params.reactions) or params.binding is not None
-    embedded = hasattr(stepper, "diffuse_with_error") and not reactions
-    acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, positive=positive,
-                          factor_loop=factor_loop, embedded=embedded)
+    embedded = hasattr(stepper.base, "diffuse_with_error") and not reactions
+    acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, embedded=embedded)
     dtype = c0.dtype
     rho = space.rate_bound(g)
     h_limit = jnp.minimum(jnp.min(stepper.limit(rho)), h_cap).astype(dtype)
