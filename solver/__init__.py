@@ -14,7 +14,7 @@ from .profiles import AbstractProfile, Constant, Exponential, PiecewiseLinear
 from .simulate import STATUS_MESSAGES, Solution, plan, simulate, spectral_bound, step_lengths
 from .therapy import Bolus, CellSecretion, spread_sites
 from .steady import SteadyState, steady_state
-from .sources import AbstractSource, FieldSource, MovableGridSource, MovableSource, PointSource
+from .sources import AbstractSource, FieldSource, MovableGridSource, MovableSource, PointSource, Source
 from .controller import PIDController
 from .adi import DouglasADI
 from .steppers import (TRBDF2, AbstractStepper, AbstractWrapper, CrankNicolson, ForwardEuler, PerFactor, Positive, RKL2,
@@ -30,7 +30,7 @@ __all__ = [
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "DouglasADI", "Exponential",
     "PIDController", "TRBDF2", "AbstractWrapper", "PerFactor", "Positive", "positivity_limiter",
     "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "MovableGridSource", "MovableSource",
-    "PointSource", "RKL2",
+    "PointSource", "RKL2", "Source",
     "STATUS_MESSAGES", "Solution", "StabilityError", "field_source", "point_source", "rkl2_coefficients",
     "rkl2_stages", "simulate", "spectral_bound", "step_lengths", "SteadyState", "steady_state", "plan",
 ]

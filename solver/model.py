@@ -11,7 +11,7 @@ import numpy as np
 from .params import Binding, Hill, Params, Saturable
 from .profiles import AbstractProfile
 from .therapy import CellSecretion
-from .sources import AbstractSource, FieldSource, PointSource
+from .sources import AbstractSource, FieldSource, PointSource, Source
 from .space import AbstractSpace
 from .space_grid import GridSpace
 from .space_mesh import MeshSpace
@@ -27,6 +27,8 @@ class Model(eqx.Module):
 
     space: AbstractSpace
     sources: tuple
+    #: the profiles of sources given as Source(placement, profile): model.params' default
+    profiles: tuple | None
     factors: tuple = eqx.field(static=True)
     regions: tuple = eqx.field(static=True)
     boundaries: tuple = eqx.field(static=True)
@@ -50,9 +52,17 @@ class Model(eqx.Module):
         factors = (factors,) if isinstance(factors, str) else tuple(factors)
         if not factors or len(set(factors)) != len(factors) or not all(isinstance(f, str) and f for f in factors):
             raise ValueError(f"factors must be distinct non-empty names, got {factors!r}")
+        sources = tuple(sources)
         for s in sources:
-            if not isinstance(s, AbstractSource):
-                raise TypeError(f"sources holds PointSource / FieldSource, got {type(s).__name__}")
+            if not isinstance(s, (AbstractSource, Source)):
+                raise TypeError(f"sources holds Source(placement, profile) or placements (PointSource, FieldSource, "
+                                f"...), got {type(s).__name__}")
+        paired = [isinstance(s, Source) for s in sources]
+        if any(paired) and not all(paired):
+            raise ValueError("sources: give every source as Source(placement, profile), or only placements "
+                             "(then model.params(sources=...) names their profiles), not a mixture")
+        self.profiles = tuple(s.profile for s in sources) if sources and all(paired) else None
+        sources = tuple(s.placement if isinstance(s, Source) else s for s in sources)
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be distinct, got {names}")
@@ -78,8 +88,13 @@ class Model(eqx.Module):
         return self.space.mass(dtype or jnp.result_type(float))
 
     def params(self, *, D, decay=0.0, uptake=0.0, clearance=0.0, robin=None, saturable=None, binding=None,
-               sources=(), hill=None) -> Params:
+               sources=None, hill=None) -> Params:
         """Params with scalars and per-factor values broadcast to (S,) / (S, R).
+
+        sources: the sources' time profiles: {source name: profile} (paired by name; every source
+        named), or omitted when the Model was built from Source(placement, profile) objects (their
+        profiles; a dict then replaces some of them by name). A sequence in the Model's source
+        order is accepted as well.
 
         robin: {boundary name: beta (mm/s), scalar or one per factor}; boundaries not named get 0.
         saturable: {"Vmax": per region, "Km": per factor}; hill: {"Vmax": per region, "K": per factor,
@@ -101,6 +116,7 @@ class Model(eqx.Module):
         decay = jnp.asarray(decay, jnp.result_type(float))
         if decay.shape not in ((), (S,)):
             raise ValueError(f"decay has shape {decay.shape}; allowed: scalar or ({S},) per factor {self.factors}")
+        sources = self._profiles(sources)
         profiles = []
         for k, p in enumerate(sources):
             if not isinstance(p, AbstractProfile):
@@ -157,6 +173,29 @@ class Model(eqx.Module):
         return Params(D=per_region(D, "D"), decay=jnp.broadcast_to(decay, (S,)),
                       uptake=per_region(uptake, "uptake"), clearance=per_region(clearance, "clearance"),
                       robin=robin_arr, saturable=sat, binding=bnd, sources=tuple(profiles), hill=hl)
+
+    def _profiles(self, sources):
+        names = [s.name for s in self.sources]
+        if sources is None or (isinstance(sources, (tuple, list)) and not sources and self.profiles):
+            if self.sources and self.profiles is None:
+                raise ValueError(f"the model has sources {names} without profiles: pass model.params(sources="
+                                 "{name: profile}) or build the Model from solver.Source(placement, profile)")
+            return self.profiles or ()
+        if isinstance(sources, dict):
+            unknown = [k for k in sources if k not in names]
+            if unknown:
+                raise ValueError(f"sources names {unknown[0]!r}, which is not a source of the model; its sources "
+                                 f"are {names}")
+            default = dict(zip(names, self.profiles or ()))
+            missing = [n for n in names if n not in sources and n not in default]
+            if missing:
+                raise ValueError(f"sources gives no profile for the model's source(s) {missing}")
+            return tuple(sources.get(n, default.get(n)) for n in names)
+        sources = tuple(sources)
+        if len(sources) != len(names):
+            raise ValueError(f"sources holds {len(sources)} profiles; the model has {len(names)} sources {names} "
+                             "(pair them by name: sources={name: profile})")
+        return sources
 
     def check(self, params: Params) -> None:
         """Host-side validation of shapes (always) and values (when concrete)."""

@@ -249,3 +249,30 @@ class FieldSource(AbstractSource):
 
     def add(self, c, amount):
         return c + amount.reshape((-1,) + (1,) * (c.ndim - 1)) * self.per_amount[None]
+
+
+class Source(eqx.Module):
+    """A source as one object: where it is (`placement`, an AbstractSource: PointSource, FieldSource,
+    MovableSource, ...) and when and how much it releases (`profile`, an AbstractProfile: Constant,
+    CellSecretion, Bolus, ...). `Model(disc, sources=[Source(...), ...])` keeps the placements (the
+    structure) and `model.params(...)` takes the profiles (the numbers) from them, so placement and
+    profile are never paired by their positions in two lists."""
+
+    placement: AbstractSource
+    profile: object
+
+    def __init__(self, placement, profile):
+        from .profiles import AbstractProfile
+
+        if not isinstance(placement, AbstractSource):
+            raise TypeError(f"Source(placement, profile): placement must be an AbstractSource (PointSource, "
+                            f"FieldSource, ...), got {type(placement).__name__}")
+        if not isinstance(profile, AbstractProfile):
+            raise TypeError(f"Source {placement.name!r}: profile must be an AbstractProfile (Constant, Exponential, "
+                            f"PiecewiseLinear, CellSecretion, Bolus), got {type(profile).__name__}")
+        self.placement, self.profile = placement, profile
+
+    @property
+    def name(self) -> str:
+        return self.placement.name
+
