@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import validate
 from .errors import GeometryError
 
 
@@ -54,8 +55,10 @@ class Mesh:
     facet_tags:    (n_facets,) integer tag of each facet.
     boundary_names: name -> tag.
 
-    Construction validates: finite coordinates, indices in range, no degenerate
-    cells (|volume| <= 1e-10 * longest_edge^dim), labels named. Inverted cells are
+    Construction validates: finite coordinates, indices in range, no duplicated nodes
+    (within 1e-9 of the bounding-box diagonal: a crack), no degenerate cells
+    (|volume| <= 1e-10 * longest_edge^dim), no duplicated cells, no facet shared by
+    more than two cells (`geometry.validate`), labels named. Inverted cells are
     reoriented when ``orientation="fix"`` (the default) and rejected with
     ``orientation="error"``. Nodes that no cell uses are reported with a warning
     (``Mesh.prune()`` drops them).
@@ -89,17 +92,22 @@ class Mesh:
         out = (cells < 0) | (cells >= len(points))
         if out.any():
             c, k = np.argwhere(out)[0]
-            raise GeometryError(f"cell {c} refers to node {cells[c, k]}, allowed 0..{len(points) - 1}")
+            n_bad = int(out.any(axis=1).sum())
+            raise GeometryError(f"cell {c} refers to node {cells[c, k]}, allowed 0..{len(points) - 1} (the mesh has "
+                                f"{len(points)} nodes; {n_bad} cells in all refer to missing nodes)")
+        validate.duplicate_nodes(points, cells)
         vol = signed_volumes(points, cells)
         p = points[cells]
-        edges = p[:, :, None, :] - p[:, None, :, :]
-        longest = np.sqrt((edges ** 2).sum(-1).max(axis=(1, 2)))
+        a, b = np.triu_indices(dim + 1, 1)
+        d = p[:, a] - p[:, b]
+        longest = np.sqrt(np.einsum("mek,mek->me", d, d).max(axis=1))
         degenerate = np.abs(vol) <= 1e-10 * longest ** dim
         if degenerate.any():
             c = int(np.flatnonzero(degenerate)[0])
             raise GeometryError(
                 f"cell {c} is degenerate: volume {vol[c]:.3e} with longest edge {longest[c]:.3e} "
                 f"({int(degenerate.sum())} degenerate cells in all)")
+        validate.cell_topology(cells, len(points))
         inverted = vol < 0
         if inverted.any():
             if orientation == "error":

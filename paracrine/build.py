@@ -98,7 +98,8 @@ def make_geometry(scenario: Scenario):
         geom = geometry.lv_ellipsoid(kw.pop("species"), mesh_size=g["mesh_size"], grid_spacing=g["grid_spacing"],
                                      **kw, **refine)
     elif g["kind"] == "file":
-        geom = geometry.read(g["path"])
+        # a 3-D tetrahedral mesh, its coordinates in geometry.length_unit (scaled to mm)
+        geom = geometry.read(g["path"], length_unit=g.get("length_unit", "mm"), dim=3)
     else:
         geom = geometry.read_labels(g["path"], spacing=g["spacing"], border_width=g["border_width"])
     disc = geometry.discretise(geom)
