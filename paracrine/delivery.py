@@ -6,9 +6,12 @@ from __future__ import annotations
 import math
 
 from .reader import Reader
-from .units import suggest
+from .units import show, suggest
 
 HOUR, DAY = 3600.0, 86400.0
+MAX_DOSES = 10_000      # repeat.count
+MAX_SITES = 10_000      # sites per injection, a number or a list
+MAX_TABLE = 1000        # rows of retention_by_time
 
 ROUTES = ("intramyocardial", "transendocardial", "intracoronary", "intravenous")
 POINT_ROUTES = ("intramyocardial", "transendocardial")
@@ -98,18 +101,18 @@ def cells_section(rd: Reader, c, factors, regions) -> dict:
     c = rd.table(c, "cells", CELL_KEYS, required=("secretion",))
     sec = c["secretion"]
     if not isinstance(sec, dict) or not sec:
-        raise rd.error("cells.secretion", f" = {sec!r}; allowed: a table {{factor: secretion per cell}} for "
+        raise rd.error("cells.secretion", f" = {show(sec)}; allowed: a table {{factor: secretion per cell}} for "
                                           f"the factors {factors}")
     for f in sec:
         if f not in factors:
             raise rd.error(f"cells.secretion.{f}", f": unknown factor{suggest(f, factors)} allowed: {factors}")
     hyp = c.get("hypoxia", {})
     if not isinstance(hyp, dict):
-        raise rd.error("cells.hypoxia", f" = {hyp!r}; allowed: a table {{region: multiplier}}")
+        raise rd.error("cells.hypoxia", f" = {show(hyp)}; allowed: a table {{region: multiplier}}")
     for r in hyp:
         if r not in regions:
             raise rd.error(f"cells.hypoxia.{r}", f": unknown region{suggest(r, regions)} allowed: {list(regions)}")
-    return {"name": str(c.get("name", "cells")),
+    return {"name": rd.text(c.get("name", "cells"), "cells.name", longest=100),
             "secretion": {f: 0.0 for f in factors} | {f: rd.quantity(v, f"cells.secretion.{f}", "secretion")
                                                        for f, v in sec.items()},
             "fast_fraction": rd.number(c.get("fast_fraction", 0.45), "cells.fast_fraction", high=1.0),
@@ -128,14 +131,14 @@ def _donor(rd: Reader, c: dict) -> dict:
     for key, (value, source) in IMMUNE.items():
         if donor != "allogeneic":
             if key in c:
-                raise rd.error(f"cells.{key}", f" = {c[key]!r}: only with donor = \"allogeneic\" (cells of donor = "
+                raise rd.error(f"cells.{key}", f" = {show(c[key])}: only with donor = \"allogeneic\" (cells of donor = "
                                                f"{donor!r} have no immune loss); allowed: remove it, or set donor")
             continue
         if key in c:
             # an onset may be 0 (immediate); a half-life must be > 0
             value = rd.quantity(c[key], f"cells.{key}", "time", strict=key.endswith("half_life"))
             if not math.isfinite(value):
-                raise rd.error(f"cells.{key}", f" = {c[key]!r}; allowed: a finite time")
+                raise rd.error(f"cells.{key}", f" = {show(c[key])}; allowed: a finite time")
             source = "scenario"
         out[key], out[f"{key}_source"] = value, source
     return out
@@ -147,19 +150,21 @@ def _retention_by_time(rd: Reader, value, path: str) -> dict:
     times, factors = v["time"], v["factor"]
     for key, x, example in (("time", times, '["0 d", "7 d"]'), ("factor", factors, "[0.5, 1.0]")):
         if not isinstance(x, list) or not x:
-            raise rd.error(f"{path}.{key}", f" = {x!r}; allowed: a non-empty list, e.g. {example}")
+            raise rd.error(f"{path}.{key}", f" = {show(x)}; allowed: a non-empty list, e.g. {example}")
+        if len(x) > MAX_TABLE:
+            raise rd.error(f"{path}.{key}", f": {len(x)} entries; allowed: at most {MAX_TABLE}")
     if len(times) != len(factors):
         raise rd.error(path, f": {len(times)} times and {len(factors)} factors; allowed: one factor per time "
-                             f"(time = {times!r}, factor = {factors!r})")
+                             f"(time = {show(times)}, factor = {show(factors)})")
     t = [rd.quantity(x, f"{path}.time[{k}]", "time") for k, x in enumerate(times)]
     for k in range(1, len(t)):
         if not t[k] > t[k - 1]:
-            raise rd.error(f"{path}.time[{k}]", f" = {times[k]!r} is not after time[{k - 1}] = {times[k - 1]!r}; "
+            raise rd.error(f"{path}.time[{k}]", f" = {show(times[k])} is not after time[{k - 1}] = {show(times[k - 1])}; "
                                                 "allowed: strictly increasing times after the infarction")
     f = []
     for k, x in enumerate(factors):
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
-            raise rd.error(f"{path}.factor[{k}]", f" = {x!r}; allowed: a finite number >= 0 (a multiplier of "
+            raise rd.error(f"{path}.factor[{k}]", f" = {show(x)}; allowed: a finite number >= 0 (a multiplier of "
                                                   "the route's acute retention)")
         f.append(float(x))
     start = v.get("start_after_mi", "0 d")
@@ -171,37 +176,40 @@ def delivery_section(rd: Reader, p, d, keys, regions, species, geo, end, factors
     d = rd.table(d, p, keys)
     route = rd.choice(d.get("route", "intramyocardial"), f"{p}.route", ROUTES)
     t0 = rd.quantity(d.get("time", 0.0) if d.get("time", 0.0) != 0 else "0 s", f"{p}.time", "time")
+    if t0 >= end:
+        raise rd.error(f"{p}.time", f": dose 1 at {t0 / DAY:g} d is not before time.end ({end / DAY:g} d); "
+                                    "allowed: times in [0, end)")
     times = [t0]
     if "repeat" in d:
         r = rd.table(d["repeat"], f"{p}.repeat", ("count", "every"), required=("count", "every"))
-        count = rd.integer(r["count"], f"{p}.repeat.count")
+        count = rd.integer(r["count"], f"{p}.repeat.count", high=MAX_DOSES)
         every = rd.quantity(r["every"], f"{p}.repeat.every", "time", strict=True)
+        last = t0 + (count - 1) * every  # checked before the times are built
+        if last >= end:
+            k = max(1, math.ceil((end - t0) / every))  # 0-based index of the first dose at or after time.end
+            while k > 1 and t0 + (k - 1) * every >= end:
+                k -= 1
+            while t0 + k * every < end:
+                k += 1
+            raise rd.error(f"{p}.repeat", f": dose {k + 1} at {(t0 + k * every) / DAY:g} d is not before time.end "
+                                          f"({end / DAY:g} d); allowed: times in [0, end), with every = "
+                                          f"{show(r['every'])} a count <= {k}")
         times = [t0 + k * every for k in range(count)]
-    for k, t in enumerate(times):
-        if t >= end:
-            what = f"{p}.time" if k == 0 else f"{p}.repeat"
-            raise rd.error(what, f": dose {k + 1} at {t / DAY:g} d is not before time.end ({end / DAY:g} d); "
-                                 "allowed: times in [0, end)")
     out = {"route": route, "times": times}
     if route in POINT_ROUTES:
         sites = d.get("sites", 3)
         if isinstance(sites, int) and not isinstance(sites, bool):
-            out["sites"] = {"n": rd.integer(sites, f"{p}.sites"), "seed": rd.integer(d.get("seed", 0), f"{p}.seed", low=0),
+            out["sites"] = {"n": rd.integer(sites, f"{p}.sites", high=MAX_SITES), "seed": rd.integer(d.get("seed", 0), f"{p}.seed", low=0),
                             "region": rd.choice(d.get("region", "border" if "border" in regions else regions[0]),
                                                 f"{p}.region", regions)}
         elif isinstance(sites, list) and sites:
-            pts = []
-            for k, s in enumerate(sites):
-                if not (isinstance(s, list) and len(s) == 3):
-                    raise rd.error(f"{p}.sites[{k}]", f" = {s!r}; allowed: [x, y, z] in mm (numbers or lengths)")
-                pts.append([v if isinstance(v, (int, float)) and not isinstance(v, bool) else
-                            rd.quantity(v, f"{p}.sites[{k}][{i}]", "length", low=-math.inf) for i, v in enumerate(s)])
-            out["sites"] = {"points": pts}
+            rd.items(sites, f"{p}.sites", most=MAX_SITES, what="sites")
+            out["sites"] = {"points": [rd.point(s, f"{p}.sites[{k}]") for k, s in enumerate(sites)]}
             for key in ("region", "seed"):
                 if key in d:
                     raise rd.error(f"{p}.{key}", ": only with sites = a number of sites")
         else:
-            raise rd.error(f"{p}.sites", f" = {sites!r}; allowed: a number of sites or a list of [x, y, z] (mm)")
+            raise rd.error(f"{p}.sites", f" = {show(sites)}; allowed: a number of sites or a list of [x, y, z] (mm)")
         if "territory" in d:
             raise rd.error(f"{p}.territory", f": only for the intracoronary route, not {route}")
     else:
@@ -215,6 +223,14 @@ def delivery_section(rd: Reader, p, d, keys, regions, species, geo, end, factors
             import geometry
 
             rd.choice(terr, f"{p}.territory", tuple(geometry.TERRITORIES) + ("all",))
+        elif isinstance(terr, list):
+            if not terr or len(terr) > 17 or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 17
+                                                     for s in terr):
+                raise rd.error(f"{p}.territory", f" = {show(terr)}; allowed: a territory name, \"all\" or a non-empty "
+                                                 "list of AHA segments 1-17")
+        elif terr is not None and terr != "all":
+            raise rd.error(f"{p}.territory", f" = {show(terr)}; allowed: a territory name, \"all\" or a list of AHA "
+                                             "segments 1-17")
         out["territory"] = None if terr == "all" else terr
     if "retention" in d:
         out["retention"] = rd.number(d["retention"], f"{p}.retention", high=1.0)
@@ -254,7 +270,7 @@ def delivery_section(rd: Reader, p, d, keys, regions, species, geo, end, factors
 
 def _factor_table(rd, value, path, kind, factors, mw) -> dict:
     if not isinstance(value, dict) or not value:
-        raise rd.error(path, f" = {value!r}; allowed: a table {{factor: {kind}}} for the factors {factors}")
+        raise rd.error(path, f" = {show(value)}; allowed: a table {{factor: {kind}}} for the factors {factors}")
     out = {f: 0.0 for f in factors}
     for f, v in value.items():
         if f not in factors:

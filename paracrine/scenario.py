@@ -19,8 +19,8 @@ import numpy as np
 
 from .delivery import (CELL_KEYS, INJECTION_KEYS, MEDIUM_KEYS, POINT_ROUTES, ROUTES, cells_section,
                        delivery_section)
-from .reader import Reader
-from .units import ScenarioError, suggest
+from .reader import Reader, read_text
+from .units import NAME_PATTERN, NAME_RE, ScenarioError, show, suggest
 
 __all__ = ["POINT_ROUTES", "ROUTES", "Scenario", "ScenarioError", "default", "default_text", "load", "loads",
            "save_times"]
@@ -29,6 +29,16 @@ METHODS = ("trbdf2", "rkl2", "cn", "euler")
 DEFAULT_RTOL = 1e-3
 LV_REGIONS = ("remote", "border", "core")
 LV_BOUNDARIES = ("endo", "epi", "base")
+LENGTH_UNITS = ("mm", "cm", "m", "um")
+
+# sane bounds, checked before anything is built from the values
+MAX_BYTES = 1_000_000        # a scenario file
+MAX_FACTORS = 32
+MAX_PROBES = 1000
+MAX_MAPS = 100               # output.maps
+MAX_OUTPUT_TIMES = 1_000_000  # time.end / output.interval
+MAX_SNAPSHOTS = 5000         # time.end / output.fields (each snapshot holds every node)
+MAX_DELIVERIES = 1000        # [[injection]] and [[medium]] tables together
 
 @dataclasses.dataclass
 class Scenario:
@@ -61,6 +71,7 @@ GEOMETRY_KEYS = {
     "refine": "mesh size at point injection sites (length; default none)",
     "refine_radius": "radius of the refined ball around each site (length; default 4 x refine)",
     "file": "a mesh file (.msh, .vtu, .xdmf) instead of the generated LV (path relative to the scenario)",
+    "length_unit": "with file: the unit of the mesh file's coordinates, mm (default), cm, m or um",
     "labels": "an EMIDEC label image (.npy, .npz, .nii) instead (path relative to the scenario)",
     "spacing": "voxel spacing of the label image (length)",
     "operator": "diffusion operator on tetrahedra: \"p1\" (default) or \"m-matrix\" (negative couplings of "
@@ -96,19 +107,31 @@ TOP_KEYS = {"title": "text", "geometry": GEOMETRY_KEYS, "time": TIME_KEYS, "outp
 
 
 def loads(text: str, *, source: str = "<scenario>", base: Path | None = None) -> Scenario:
-    """Parse and validate scenario text; `base` resolves relative geometry paths."""
+    """Parse and validate scenario text; `base` resolves relative geometry paths. A UTF-8 byte-order
+    mark at the start is skipped."""
+    if not isinstance(text, str):
+        raise ScenarioError(f"{source}: a scenario is text, not {type(text).__name__}")
+    text = text.removeprefix("\ufeff")
+    if len(text) > MAX_BYTES:
+        raise ScenarioError(f"{source}: {len(text)} characters; allowed: a scenario of at most {MAX_BYTES} bytes")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(f"{source}: not valid TOML: {err}") from None
-    return Scenario(_resolve(raw, Reader(source), base or Path.cwd()), source=source, text=text)
+    except RecursionError:
+        raise ScenarioError(f"{source}: not valid TOML here: tables or arrays nested too deeply; allowed: the "
+                            "few levels of the scenario format") from None
+    try:
+        data = _resolve(raw, Reader(source), base or Path.cwd())
+    except RecursionError:
+        raise ScenarioError(f"{source}: a value nested too deeply; allowed: the few levels of the scenario "
+                            "format") from None
+    return Scenario(data, source=source, text=text)
 
 
 def load(path) -> Scenario:
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"{path}: no such scenario file")
-    return loads(path.read_text(), source=str(path), base=path.parent)
+    return loads(read_text(path, what="scenario", limit=MAX_BYTES), source=str(path), base=path.parent)
 
 
 def default_text() -> str:
@@ -123,7 +146,7 @@ def default() -> Scenario:
 
 def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
     rd.table(raw, "", TOP_KEYS, required=("time", "factors"))
-    out: dict = {"title": str(raw.get("title", ""))}
+    out: dict = {"title": rd.text(raw.get("title", ""), "title")}
     geo, regions, boundaries = _geometry(rd, raw.get("geometry", {}), base)
     out["geometry"], out["regions"], out["boundaries"] = geo, list(regions), list(boundaries)
 
@@ -136,11 +159,11 @@ def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
     if "dt" in t:
         dt = rd.quantity(t["dt"], "time.dt", "time", strict=True)
         if dt > end:
-            raise rd.error("time.dt", f" = {t.get('dt')!r} is longer than time.end; allowed: 0 < dt <= end")
+            raise rd.error("time.dt", f" = {show(t.get('dt'))} is longer than time.end; allowed: 0 < dt <= end")
     else:
         rtol = t.get("rtol", DEFAULT_RTOL)
         if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not (0 < rtol < 1):
-            raise rd.error("time.rtol", f" = {rtol!r}; allowed: a number in (0, 1), e.g. 1e-3")
+            raise rd.error("time.rtol", f" = {show(rtol)}; allowed: a number in (0, 1), e.g. 1e-3")
         rtol = float(rtol)
     method = rd.choice(t.get("method", "rkl2" if dt is not None else "trbdf2"), "time.method", METHODS)
     out["time"] = {"end": end, "dt": dt, "rtol": rtol, "method": method,
@@ -149,24 +172,38 @@ def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
     o = rd.table(raw.get("output", {}), "output", OUTPUT_KEYS)
     interval = rd.quantity(o.get("interval", "1 h"), "output.interval", "time", strict=True)
     interval = min(interval, end)
+    if end / interval > MAX_OUTPUT_TIMES:
+        raise rd.error("output.interval", f" = {show(o.get('interval', '1 h'))} gives {end / interval:.3g} output times "
+                                          f"over time.end; allowed: at most {MAX_OUTPUT_TIMES} (a longer interval)")
     fields = rd.quantity(o.get("fields", "12 h"), "output.fields", "time", strict=True)
+    if end / max(fields, interval) > MAX_SNAPSHOTS:
+        raise rd.error("output.fields", f" = {show(o.get('fields', '12 h'))} gives {end / max(fields, interval):.3g} "
+                                        f"field snapshots over time.end; allowed: at most {MAX_SNAPSHOTS} (a longer "
+                                        "interval)")
     every = max(1, int(round(fields / interval)))
     if abs(every * interval - fields) > 1e-6 * fields and fields < end:
-        raise rd.error("output.fields", f" = {o.get('fields')!r}; allowed: a multiple of output.interval "
+        raise rd.error("output.fields", f" = {show(o.get('fields'))}; allowed: a multiple of output.interval "
                                         f"({interval:g} s)")
-    maps = o.get("maps", [])
-    if not isinstance(maps, list):
-        raise rd.error("output.maps", f" = {maps!r}; allowed: a list of times")
+    maps = rd.items(o.get("maps", []), "output.maps", most=MAX_MAPS, what="times", example=', e.g. ["1 d", "7 d"]')
     map_t = [rd.quantity(m, f"output.maps[{k}]", "time", strict=True) for k, m in enumerate(maps)]
     for k, m in enumerate(map_t):
         if m > end * (1 + 1e-9):
-            raise rd.error(f"output.maps[{k}]", f" = {maps[k]!r} is past time.end; allowed: times in (0, end]")
+            raise rd.error(f"output.maps[{k}]", f" = {show(maps[k])} is past time.end; allowed: times in (0, end]")
     out["output"] = {"interval": interval, "fields_every": every, "maps": map_t,
                      "exposure": rd.quantity(o.get("exposure", "24 h"), "output.exposure", "time")}
 
     factors = raw["factors"]
     if not isinstance(factors, dict) or not factors:
         raise rd.error("factors", " must hold at least one table [factors.NAME]")
+    if len(factors) > MAX_FACTORS:
+        raise rd.error("factors", f": {len(factors)} factors; allowed: at most {MAX_FACTORS}")
+    seen = {}
+    for name in factors:
+        rd.name(name, f"factors.{name}", "factor name")
+        if name.lower() in seen:
+            raise rd.error(f"factors.{name}", f": the factor names {seen[name.lower()]!r} and {name!r} differ only in "
+                                              "case (their output files would collide); allowed: distinct names")
+        seen[name.lower()] = name
     out["factors"] = {name: _factor(rd, name, spec, regions, boundaries) for name, spec in factors.items()}
     names = list(out["factors"])
 
@@ -176,6 +213,9 @@ def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
     for key, val in (("injection", injections), ("medium", media)):
         if not isinstance(val, list) or not all(isinstance(v, dict) for v in val):
             raise rd.error(key, f" must be an array of tables [[{key}]]")
+    if len(injections) + len(media) > MAX_DELIVERIES:
+        raise rd.error("injection", f": {len(injections)} [[injection]] and {len(media)} [[medium]] tables; allowed: "
+                                    f"at most {MAX_DELIVERIES} together (use repeat = {{count, every}} for repeated doses)")
     if injections and cells is None:
         raise rd.error("cells", ": missing; [[injection]] needs a [cells] table (secretion and survival)")
     out["cells"] = None if cells is None else cells_section(rd, cells, names, regions)
@@ -188,12 +228,15 @@ def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
     out["probes"] = {}
     probes = raw.get("probes", {})
     if not isinstance(probes, dict):
-        raise rd.error("probes", f" = {probes!r}; allowed: a table {{name = [x, y, z]}} in mm")
+        raise rd.error("probes", f" = {show(probes)}; allowed: a table {{name = [x, y, z]}} in mm")
+    if len(probes) > MAX_PROBES:
+        raise rd.error("probes", f": {len(probes)} probes; allowed: at most {MAX_PROBES}")
     for name, xyz in probes.items():
-        if not (isinstance(xyz, list) and len(xyz) == 3):
-            raise rd.error(f"probes.{name}", f" = {xyz!r}; allowed: [x, y, z] in mm (numbers or lengths)")
-        out["probes"][name] = [v if isinstance(v, (int, float)) and not isinstance(v, bool) else
-                               rd.quantity(v, f"probes.{name}[{i}]", "length", low=-math.inf) for i, v in enumerate(xyz)]
+        rd.name(name, f"probes.{name}", "probe name")
+        if name in regions or name == "tissue":
+            raise rd.error(f"probes.{name}", f": the probe name {name!r} is a region name (data rows could not tell "
+                                             f"them apart); allowed: a name other than {list(regions) + ['tissue']}")
+        out["probes"][name] = rd.point(xyz, f"probes.{name}")
     if not out["injections"] and not out["media"]:
         raise rd.error("injection", ": the scenario has no source; add [[injection]] (cells) or [[medium]]")
     return out
@@ -209,18 +252,24 @@ def _geometry(rd: Reader, g, base: Path):
         raise rd.error("geometry", ": give at most one of file or labels")
     if kinds:
         kind = kinds[0]
-        only = {"file": {"file", "operator"}, "labels": {"labels", "spacing", "border_width", "operator"}}[kind]
+        only = {"file": {"file", "operator", "length_unit"},
+                "labels": {"labels", "spacing", "border_width", "operator"}}[kind]
         extra = sorted(set(g) - only)
         if extra:
             raise rd.error(f"geometry.{extra[0]}", f": not used with geometry.{kind}; allowed with it: {sorted(only)}")
+        if not isinstance(g[kind], str) or not g[kind].strip() or "\0" in g[kind] or len(g[kind]) > 4096:
+            raise rd.error(f"geometry.{kind}", f" = {show(g[kind])}; allowed: a file path (text)")
         path = Path(g[kind])
         path = path if path.is_absolute() else (base / path)
         if not path.is_file():
             raise rd.error(f"geometry.{kind}", f" = {g[kind]!r}: no such file ({path})")
+        unit = None
+        if kind == "file":
+            unit = rd.choice(g.get("length_unit", "mm"), "geometry.length_unit", LENGTH_UNITS)
         try:
             if kind == "file":
                 geom = geometry.read(path)
-                out = {"kind": "file", "path": str(path.resolve())}
+                out = {"kind": "file", "path": str(path.resolve()), "length_unit": unit}
             else:
                 spacing = None if "spacing" not in g else rd.quantity(g["spacing"], "geometry.spacing", "length", strict=True)
                 bw = rd.quantity(g.get("border_width", "1 mm"), "geometry.border_width", "length")
@@ -229,8 +278,18 @@ def _geometry(rd: Reader, g, base: Path):
         except geometry.GeometryError as err:
             raise rd.error(f"geometry.{kind}", f" = {g[kind]!r}: {err}") from None
         boundaries = tuple(getattr(geom, "boundary_names", {}) or {})
+        for what, names in (("region", geom.region_names), ("boundary", boundaries)):
+            for n in names:
+                if not isinstance(n, str) or not NAME_RE.fullmatch(n):
+                    raise rd.error(f"geometry.{kind}", f" = {g[kind]!r}: the {what} name {show(n)} is not allowed "
+                                                       f"(it names output columns and scenario keys); allowed: names "
+                                                       f"matching {NAME_PATTERN}: rename it in the file")
         out["operator"] = operator
         return out, tuple(geom.region_names), boundaries
+    if "length_unit" in g:
+        raise rd.error("geometry.length_unit", f" = {show(g['length_unit'])}: only with geometry.file (the unit of a "
+                                               "mesh file's coordinates); the generated LV and label images use "
+                                               "lengths with units")
     if "radii" in g and "species" in g:
         raise rd.error("geometry.radii", ": give species or radii, not both")
     species = None
@@ -249,8 +308,8 @@ def _geometry(rd: Reader, g, base: Path):
     if territory == "none":
         territory = None
     elif isinstance(territory, list):
-        if not territory or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 17 for s in territory):
-            raise rd.error("geometry.territory", f" = {territory!r}; allowed: a non-empty list of AHA segments 1-17")
+        if not territory or len(territory) > 17 or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 17 for s in territory):
+            raise rd.error("geometry.territory", f" = {show(territory)}; allowed: a non-empty list of AHA segments 1-17")
     else:
         rd.choice(territory, "geometry.territory", tuple(geometry.TERRITORIES) + ("none",))
     transmural = rd.number(g.get("transmural", 1.0), "geometry.transmural", low=0.0, high=1.0, strict=True)
@@ -271,7 +330,7 @@ def _geometry(rd: Reader, g, base: Path):
                        f" = {h:g} mm is thicker than the wall ({wall:g} mm); allowed: <= the wall thickness")
     out["refine"] = None if "refine" not in g else rd.quantity(g["refine"], "geometry.refine", "length", strict=True)
     if out["refine"] is not None and (out["mesh_size"] is None or out["refine"] > out["mesh_size"]):
-        raise rd.error("geometry.refine", f" = {g['refine']!r}; allowed: with mesh_size, and <= mesh_size")
+        raise rd.error("geometry.refine", f" = {show(g['refine'])}; allowed: with mesh_size, and <= mesh_size")
     out["refine_radius"] = (None if "refine_radius" not in g else
                             rd.quantity(g["refine_radius"], "geometry.refine_radius", "length", strict=True))
     regions = ("remote",) if territory is None else LV_REGIONS
@@ -312,7 +371,7 @@ def _factor(rd: Reader, name, spec, regions, boundaries) -> dict:
     if "robin" in spec:
         r = spec["robin"]
         if not isinstance(r, dict):
-            raise rd.error(f"{p}.robin", f" = {r!r}; allowed: a table {{boundary: permeability}} with boundaries "
+            raise rd.error(f"{p}.robin", f" = {show(r)}; allowed: a table {{boundary: permeability}} with boundaries "
                                          f"{list(boundaries)}")
         for b in r:
             if b not in boundaries:
@@ -328,7 +387,7 @@ def _factor(rd: Reader, name, spec, regions, boundaries) -> dict:
         s = rd.table(spec["hill"], f"{p}.hill", ("Vmax", "K", "n"), required=("Vmax", "K"))
         n = s.get("n", 1.0)
         if isinstance(n, bool) or not isinstance(n, (int, float)) or not (math.isfinite(n) and n >= 1):
-            raise rd.error(f"{p}.hill.n", f" = {n!r}; allowed: a Hill coefficient, a number >= 1")
+            raise rd.error(f"{p}.hill.n", f" = {show(n)}; allowed: a Hill coefficient, a number >= 1")
         out["hill"] = {"Vmax": rd.per_region(s["Vmax"], f"{p}.hill.Vmax", "concentration_rate", regions, mw=mw),
                        "K": rd.quantity(s["K"], f"{p}.hill.K", "concentration", mw=mw, strict=True), "n": float(n)}
     out["binding"] = None
@@ -347,7 +406,7 @@ def _factor(rd: Reader, name, spec, regions, boundaries) -> dict:
                           "capacity": rd.per_region(b["capacity"], f"{p}.binding.capacity", "concentration", regions, mw=mw),
                           "kdeg": rd.quantity(b.get("kdeg", 0.0), f"{p}.binding.kdeg", "rate")}
     elif b is not False:
-        raise rd.error(f"{p}.binding", f" = {b!r}; allowed: true, false or a table {{kon, koff, capacity, kdeg}}")
+        raise rd.error(f"{p}.binding", f" = {show(b)}; allowed: true, false or a table {{kon, koff, capacity, kdeg}}")
     out["threshold"] = (None if "threshold" not in spec else
                         rd.quantity(spec["threshold"], f"{p}.threshold", "concentration", mw=mw, strict=True))
     return out

@@ -4,10 +4,16 @@ application's error type.
 
 from __future__ import annotations
 
-from solver.units import KINDS, UnitError, format_internal, registry, suggest
+import re
+
+from solver.units import KINDS, UnitError, format_internal, registry, show, suggest
 from solver.units import parse as _parse
 
-__all__ = ["KINDS", "ScenarioError", "format_internal", "parse", "registry", "suggest"]
+__all__ = ["KINDS", "NAME_PATTERN", "ScenarioError", "format_internal", "parse", "registry", "show", "suggest"]
+
+#: names that become file, column or dataset names (factors, regions, probes)
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.+-]{0,63}$"
+NAME_RE = re.compile(NAME_PATTERN[1:-1])  # used with fullmatch (no newline before the end)
 
 
 class ScenarioError(UnitError):
