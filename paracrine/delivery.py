@@ -86,11 +86,11 @@ CELL_KEYS = {"name": "cell type (text)", "secretion": "{factor: secretion per ce
              "repeat_immune_half_life": "allogeneic: half-life for every dose after the first (default 2 d)",
              "retention_by_time": "{time, factor, start_after_mi}: retention multiplier by injection time after MI"}
 DELIVERY_KEYS = {"time": "injection time (default 0)", "route": f"one of {list(ROUTES)}",
-                 "sites": "number of sites spread over `region`, or a list of [x, y, z] (mm)",
+                 "sites": "number of sites spread over `region`, or a list of [x, y, z] (mm); at most 10000",
                  "region": "region the sites are spread over (default border)", "seed": "site sampling seed",
                  "retention": "acute retention fraction (default from route and species)",
                  "territory": "intracoronary: the perfused territory (default the infarct's)",
-                 "repeat": "{count, every}: repeated dosing"}
+                 "repeat": "{count, every}: repeated dosing (count <= 10000, every dose before time.end)"}
 INJECTION_KEYS = {**DELIVERY_KEYS, "dose": "number of cells"}
 MEDIUM_KEYS = {**DELIVERY_KEYS, "volume": "volume injected (or infused over duration)",
                "concentration": "{factor: concentration}", "amount": "{factor: amount} instead of volume x concentration",

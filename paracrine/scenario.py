@@ -101,8 +101,13 @@ FACTOR_KEYS = {
     "binding": "ECM binding: true (preset values) or {kon, koff, capacity (by region), kdeg}",
     "threshold": "concentration for exposure metrics, e.g. \"31 pg/mL\"",
 }
-TOP_KEYS = {"title": "text", "geometry": GEOMETRY_KEYS, "time": TIME_KEYS, "output": OUTPUT_KEYS,
-            "factors": "one table per factor", "cells": CELL_KEYS, "probes": "named points {name = [x, y, z]} (mm)", "injection": INJECTION_KEYS, "medium": MEDIUM_KEYS}
+TOP_KEYS = {"title": "text (one line, at most 200 characters)", "geometry": GEOMETRY_KEYS, "time": TIME_KEYS,
+            "output": OUTPUT_KEYS,
+            "factors": f"one table per factor (at most {MAX_FACTORS}), named as {NAME_PATTERN} (the names become file and "
+                       "dataset names; names differing only in case are refused)",
+            "cells": CELL_KEYS,
+            "probes": f"named points {{name = [x, y, z]}} (mm; at most {MAX_PROBES}, names as factors, not a region's)",
+            "injection": INJECTION_KEYS, "medium": MEDIUM_KEYS}
 
 
 
@@ -262,7 +267,8 @@ def _geometry(rd: Reader, g, base: Path):
         path = Path(g[kind])
         path = path if path.is_absolute() else (base / path)
         if not path.is_file():
-            raise rd.error(f"geometry.{kind}", f" = {g[kind]!r}: no such file ({path})")
+            what = "not a regular file" if path.exists() else "no such file"
+            raise rd.error(f"geometry.{kind}", f" = {g[kind]!r}: {what} ({path})")
         unit = None
         if kind == "file":
             unit = rd.choice(g.get("length_unit", "mm"), "geometry.length_unit", LENGTH_UNITS)
