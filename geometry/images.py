@@ -46,7 +46,8 @@ def from_labels(labels, spacing, *, origin=None, border_width: float = 1.0) -> G
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3) or not np.issubdtype(labels.dtype, np.integer):
         raise GeometryError(f"label image must be a 2-D or 3-D integer array, got {labels.ndim}-D {labels.dtype}; "
-                            f"allowed: integer labels {sorted(EMIDEC.values())} (e.g. saved as labels.astype(np.int16))")
+                            f"allowed: integer labels {sorted(EMIDEC.values())} (saved e.g. as "
+                            "labels.astype(np.int16))")
     values, counts = np.unique(labels, return_counts=True)
     unexpected = ~np.isin(values, list(EMIDEC.values()))
     if unexpected.any():

@@ -106,7 +106,8 @@ class Mesh:
             c = int(np.flatnonzero(degenerate)[0])
             raise GeometryError(
                 f"cell {c} is degenerate: volume {vol[c]:.3e} with longest edge {longest[c]:.3e} "
-                f"({int(degenerate.sum())} degenerate cells in all)")
+                f"({int(degenerate.sum())} degenerate cells in all); allowed: cells of volume above 1e-10 x the "
+                f"longest edge^{dim} (remesh, or remove the flat cells)")
         validate.cell_topology(cells, len(points))
         inverted = vol < 0
         if inverted.any():

@@ -38,6 +38,10 @@ def _fmt(x) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in np.asarray(x, float)) + "]"
 
 
+def _n(k: int, what: str) -> str:
+    return f"{k} {what}{'' if k == 1 else 's'}"
+
+
 def _size(n: float) -> str:
     for unit, k in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
         if n >= k:
@@ -94,11 +98,14 @@ def xdmf_data_files(path: Path) -> list[Path]:
                 f"{path}: DataItem points at {ref!r}, outside the XDMF file's folder; allowed: a data file "
                 f"next to the .xdmf, given by a relative name such as {path.with_suffix('.h5').name!r} (move "
                 "the data file there and write its plain name)")
-        if resolved not in out:
-            out.append(resolved)
-    for f in out:
-        input_file(f, "XDMF data (HDF5)")
-    return out
+        if resolved not in [f for f, _ in out]:
+            out.append((resolved, ref))
+    for f, ref in out:
+        try:
+            input_file(f, "XDMF data (HDF5)")
+        except GeometryError as err:
+            raise GeometryError(f"{path}: DataItem points at {ref!r}: {err}") from None
+    return [f for f, _ in out]
 
 
 _MAGIC = {
@@ -210,17 +217,17 @@ def duplicate_nodes(points: np.ndarray, cells: np.ndarray) -> None:
     listed = ", ".join(f"node {j} = node {i} at {_fmt(points[i])}" for i, j in pairs[:_FIRST])
     q = points[np.unique(pairs)]
     ext = np.ptp(q, axis=0)
-    plane = ""
-    if len(q) >= 3 and points.shape[1] == 3:
+    where = ""
+    if len(copies) >= 3 and points.shape[1] == 3:
         a = int(np.argmin(ext))
         if ext[a] <= tol:
-            plane = f" (all on the plane {'xyz'[a]} = {q[0, a]:.6g}: a crack that stops diffusion across it)"
+            where = f", all on the plane {'xyz'[a]} = {q[0, a]:.6g}: a crack that stops diffusion across it"
     raise GeometryError(
-        f"{len(copies)} nodes duplicate other nodes (the same coordinates within {tol:.2g} mm, 1e-9 of the "
-        f"bounding-box diagonal){plane}: {listed}{', ...' if len(pairs) > _FIRST else ''}; cells on different copies are not "
-        "connected, so nothing diffuses between them. Merge coincident nodes before reading: `Coherence Mesh;` in "
-        "gmsh, or with meshio `p, inv = np.unique(m.points.round(9), axis=0, return_inverse=True)` and cells "
-        "`inv[c]`")
+        f"{_n(len(copies), 'duplicated node')}{where} (the same coordinates as another node within {tol:.2g} mm, "
+        f"1e-9 of the bounding-box diagonal): {listed}{', ...' if len(pairs) > _FIRST else ''}; cells on different "
+        "copies are not connected, so nothing diffuses between them. Merge coincident nodes before reading: "
+        "`Coherence Mesh;` in gmsh, or in Python `pts, inv = np.unique(points.round(9), axis=0, "
+        "return_inverse=True)` and then `cells = inv[cells]`")
 
 
 def cell_topology(cells: np.ndarray, n_nodes: int) -> None:
@@ -250,7 +257,7 @@ def duplicate_cells(cells: np.ndarray, s: np.ndarray | None = None) -> None:
     listed = ", ".join(f"cell {j} = cell {i}" for i, j in pairs[:_FIRST])
     i0 = int(pairs[0, 0])
     raise GeometryError(
-        f"{len(pairs)} cells repeat other cells with the same {s.shape[1]} nodes: {listed}"
+        f"{_n(len(pairs), 'duplicated cell')} (the same {s.shape[1]} nodes as another cell, in any order): {listed}"
         f"{', ...' if len(pairs) > _FIRST else ''} (cell {i0}: nodes {cells[i0].tolist()}); each cell must appear "
         "once (a cell listed twice counts its volume twice). Remove the copies, e.g. cells exported by two "
         "overlapping physical groups in gmsh")
@@ -285,6 +292,6 @@ def nonmanifold_facets(s: np.ndarray, n_nodes: int) -> None:
     nodes = s[rows[0] % m, omit[rows[0] // m]]
     facet, cell = ("facet", "tetrahedra") if k == 4 else ("edge", "triangles")
     raise GeometryError(
-        f"{facet} with nodes {nodes.tolist()} is shared by {len(owners)} cells {owners} ({len(bad)} such "
-        f"{facet}s in all); in a conforming mesh a {facet} belongs to one cell (on the boundary) or two: the "
-        f"{cell} overlap or meet in a fin. Remove the overlapping cells or remesh the volume")
+        f"{facet} with nodes {nodes.tolist()} is shared by {len(owners)} cells {owners} "
+        f"({_n(len(bad), 'such ' + facet)} in all); in a conforming mesh a {facet} belongs to one cell (on the "
+        f"boundary) or two: the {cell} overlap or meet in a fin. Remove the overlapping cells or remesh the volume")
