@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                      help="progress bar on stderr (auto: on a terminal)")
     run.add_argument("--print-default", action="store_true", help="print the default scenario file and exit")
+    run.add_argument("--force", action="store_true",
+                     help="start even when the work estimate (nodes, time steps, memory) is above the limits")
     from . import fitcmd
 
     fitcmd.add_parser(sub)
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     mesh.add_argument("--input", help="a mesh file (.msh, .vtu, .xdmf) to summarise instead")
     mesh.add_argument("--labels", help="an EMIDEC label image (.npy, .npz, .nii[.gz]) instead")
     mesh.add_argument("--out", default="mesh", help="output folder (new or empty; default ./mesh)")
+    mesh.add_argument("--force", action="store_true", help="mesh even when the estimate is above the node limit")
     return ap
 
 
@@ -59,6 +62,15 @@ def main(argv=None) -> int:
     if args.command is None:
         ap.print_help()
         return 0
+    try:
+        return _dispatch(args)
+    except OSError as err:   # a folder or file that cannot be written or read: one line, no traceback
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"paracrine {args.command}: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
     if args.command == "mesh":
         from geometry import GeometryError
 
@@ -66,6 +78,9 @@ def main(argv=None) -> int:
 
         try:
             meshcmd.run(args)
+        except KeyboardInterrupt:
+            print("paracrine mesh: interrupted; nothing written", file=sys.stderr)
+            return 130
         except (GeometryError, ValueError) as err:
             print(f"paracrine mesh: {err}", file=sys.stderr)
             return 2
@@ -115,6 +130,7 @@ def _run(args) -> int:
     if args.print_default:
         print(sc.default_text(), end="")
         return 0
+    out = None
     try:
         if args.checkpoint_every < 0:
             raise ValueError(f"--checkpoint-every {args.checkpoint_every}; allowed: seconds >= 0")
@@ -128,12 +144,17 @@ def _run(args) -> int:
             out = Path(args.out) if args.out else Path("runs") / (Path(args.scenario).stem if args.scenario else "default")
         progress = {"auto": None, "on": True, "off": False}[args.progress]
         folder = runner.run(scen, out, resume=bool(args.resume), checkpoint_every=args.checkpoint_every,
-                            progress=progress, figures=not args.no_figures)
+                            progress=progress, figures=not args.no_figures, force=args.force)
     except (ValueError, runner.RunError) as err:  # ScenarioError and GeometryError are ValueErrors
         print(f"paracrine run: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("paracrine run: interrupted; continue with --resume", file=sys.stderr)
+        folder = None if out is None else Path(str(out).removesuffix(".partial"))
+        if folder is not None and runner.partial_dir(folder).is_dir():
+            print(f"paracrine run: interrupted; continue with --resume {folder}", file=sys.stderr)
+        else:
+            print("paracrine run: interrupted before the first checkpoint; nothing to resume, nothing left behind",
+                  file=sys.stderr)
         return 130
     status = _summary(folder)
     if status != "success":
@@ -161,6 +182,8 @@ def _summary(folder) -> str:
                          f"{100 * r['volume_share_above_threshold_for_exposure']:.1f} % of its volume above it for "
                          f">= {v['exposure_h']:g} h")
         print(line)
+    for w in info.get("warnings", []):
+        print(f"paracrine run: warning: {w}", file=sys.stderr)
     return info["status"]
 
 

@@ -139,14 +139,22 @@ def run(args, set_platform) -> int:
     from . import scenario as sc
     from .build import build
 
+    from .estimate import make_parents, out_problem, remove_created
+
+    out = Path(args.out) if args.out else Path("designs") / Path(args.scenario[0]).stem
+    tmp = out.with_name(out.name + ".partial")
+
+    def check_out():
+        problem = out_problem(out)
+        if problem:
+            raise ValueError(problem)
+        if tmp.exists():
+            raise ValueError(f"{tmp} exists (an interrupted design, or someone's folder); remove it or choose "
+                             "another --out")
+
+    check_out()   # before any work
     set_platform(args.device, args.precision)
     scens = [sc.load(p) for p in args.scenario]   # each validated before any work
-    out = Path(args.out) if args.out else Path("designs") / Path(args.scenario[0]).stem
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out} exists and is not an empty folder; choose another --out")
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        raise ValueError(f"{tmp} exists (an interrupted design, or someone's folder); remove it or choose another --out")
     built0 = build(scens[0])
     spec = spec_from_args(args, built0)
     print(f"paracrine design: {', '.join(spec.objectives)}; controls {', '.join(spec.controls)}")
@@ -158,13 +166,16 @@ def run(args, set_platform) -> int:
                   f"outer {rec['outer']}", flush=True)
 
     result = D.design([(s.text, s.source, Path(s.source).parent) for s in scens], spec, progress=progress)
-    tmp.mkdir(parents=True)
+    check_out()   # again: the design took a while
+    made = make_parents(tmp)
+    tmp.mkdir()
     try:
         designreport.write(tmp, result, spec, figures=not args.no_figures)
     except BaseException:
         import shutil
 
-        shutil.rmtree(tmp)   # created by this invocation
+        shutil.rmtree(tmp)   # created by this invocation, as the parents
+        remove_created(made)
         raise
     if out.exists():
         out.rmdir()

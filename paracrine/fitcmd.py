@@ -3,8 +3,12 @@ scenario (TOML), fit.json and figures into a new folder."""
 
 from __future__ import annotations
 
+import math
 import shutil
+import sys
 from pathlib import Path
+
+from . import estimate as E
 
 
 def _quantity(text: str, unit: str, what: str) -> float:
@@ -33,6 +37,27 @@ def _pairs(items, what: str, units: dict, n: int) -> dict:
         vals = [_quantity(p, units[name], f"{what} {name}") for p in parts]
         out[name] = vals[0] if n == 1 else tuple(vals)
     return out
+
+
+def _check_out(out: Path) -> None:
+    """Before any work: OUT can be created (not a file, not a non-empty folder, writable) and OUT.partial
+    does not exist."""
+    problem = E.out_problem(out)
+    if problem:
+        raise ValueError(problem)
+    _fresh_partial(out)
+
+
+def _estimate(command: str, scen, *, free: int = 0, members: int = 1, force: bool = False, itemsize: int = 8):
+    """The work of one model pass of `command` on the scenario, on stderr; refused above estimate.LIMITS
+    unless forced. Memory: the state with its tangents (forward-mode Jacobian) or members."""
+    est = E.run_estimate(scen.data, itemsize=itemsize)
+    if est.nodes is not None:
+        est.field_bytes = None   # fits and sweeps keep region observations, not fields
+        est.memory_bytes = est.nodes * (400.0 + itemsize * len(scen.data["factors"]) * 40 * (1 + free) * members)
+        est.keys["bytes"] = ("geometry.mesh_size (a coarser mesh)" + (" or fewer members" if members > 1 else ""), None)
+    per = " per model pass" if command == "fit" else (f", {members} members" if members > 1 else "")
+    est.check(force, say=lambda line: print(f"paracrine {command}: {line}{per}", file=sys.stderr, flush=True))
 
 
 def _fresh_partial(out: Path) -> Path:
@@ -70,17 +95,22 @@ def add_parser(sub) -> None:
     fit.add_argument("--precision", choices=["single", "double"], default="double")
     fit.add_argument("--device", choices=["cpu", "gpu"])
     fit.add_argument("--no-figures", action="store_true")
+    fit.add_argument("--force", action="store_true", help="start even when the work estimate is above the limits")
 
 
 def run(args, set_platform) -> int:
     from . import scenario as sc
 
+    out = Path(args.out) if args.out else Path("fits") / f"{Path(args.scenario).stem}-{Path(args.data).stem}"
+    _check_out(out)
     set_platform(args.device, args.precision)
     from . import calibrate, fitreport
     from .build import build
     from .data import read_csv
 
     scen = sc.load(args.scenario)
+    _estimate("fit", scen, free=len(args.free) * max(args.starts, 1), force=args.force,
+              itemsize=8 if args.precision == "double" else 4)
     built = build(scen)
     obs = read_csv(args.data, scen)
     free = calibrate.resolve(built, args.free)
@@ -100,11 +130,7 @@ def run(args, set_platform) -> int:
             priors[name] = (median, float(sig))
         except ValueError:
             raise ValueError(f"--prior {item!r}: sigma {sig!r} is not a number (the SD of the log)") from None
-    out = Path(args.out) if args.out else Path("fits") / f"{Path(args.scenario).stem}-{Path(args.data).stem}"
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not empty; choose another --out")
-
-    _fresh_partial(out)
+    _check_out(out)   # again: the fit takes a while, and the folder is looked at once more before writing
 
     def progress(it, loss, lam, ok):
         print(f"  iteration {int(it):3d}  loss {float(loss):.6g}  damping {float(lam):.2g}"
@@ -115,11 +141,15 @@ def run(args, set_platform) -> int:
                       max_iter=args.max_iter, initial=_pairs(args.initial, "--initial", units, 1),
                       bounds=_pairs(args.bound, "--bound", units, 2), priors=priors, profile=args.profile or (),
                       progress=progress)
+    _check_out(out)
     tmp = _fresh_partial(out)
+    made = E.make_parents(tmp)
+    tmp.mkdir()   # ours from here on (an existing one is refused, never written into)
     try:
         fitreport.write(res, scen, tmp, figures=not args.no_figures)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation
+        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation, as the parents
+        E.remove_created(made)
         raise
     if out.exists():
         out.rmdir()
@@ -147,16 +177,22 @@ def add_sweep_parser(sub) -> None:
     sw.add_argument("--out", help="output folder (new; default sweeps/<scenario>)")
     sw.add_argument("--precision", choices=["single", "double"], default="single")
     sw.add_argument("--device", choices=["cpu", "gpu"])
+    sw.add_argument("--force", action="store_true", help="start even when the work estimate is above the limits")
 
 
 def run_sweep(args, set_platform) -> int:
     from . import scenario as sc
 
+    out = Path(args.out) if args.out else Path("sweeps") / Path(args.scenario).stem
+    _check_out(out)
     set_platform(args.device, args.precision)
     from . import calibrate
     from .build import build
 
     scen = sc.load(args.scenario)
+    counts = [len(item.partition("=")[2].split(",")) for item in args.vary]
+    members = max(counts) if args.zip else math.prod(counts)
+    _estimate("sweep", scen, members=members, force=args.force, itemsize=8 if args.precision == "double" else 4)
     built = build(scen)
     vary = {}
     for item in args.vary:
@@ -166,16 +202,16 @@ def run_sweep(args, set_platform) -> int:
             raise ValueError(f"--vary {item!r}; allowed: NAME=VALUE,VALUE,...")
         (p,) = calibrate.resolve(built, [name])
         vary[name] = [_quantity(v, p.unit, f"--vary {name}") for v in rest.split(",")]
-    out = Path(args.out) if args.out else Path("sweeps") / Path(args.scenario).stem
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not empty; choose another --out")
-    tmp = _fresh_partial(out)
     res = calibrate.sweep(built, vary, zip_values=args.zip)
-    tmp.mkdir(parents=True)
+    _check_out(out)
+    tmp = _fresh_partial(out)
+    made = E.make_parents(tmp)
+    tmp.mkdir()
     try:
         _write_sweep(tmp, scen, res)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation
+        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation, as the parents
+        E.remove_created(made)
         raise
     if out.exists():
         out.rmdir()

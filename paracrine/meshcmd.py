@@ -3,33 +3,48 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+from . import estimate as E
 
 
 def run(args) -> Path:
     import geometry
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"--out {out} exists and is not empty; choose a new folder")
+    problem = E.out_problem(out)
+    if problem:
+        raise ValueError(problem)
+    if not (args.labels or args.input):
+        if (args.size is None) == (args.spacing is None):
+            raise ValueError("give --size (tetrahedral mesh, mm) or --spacing (voxel grid, mm)")
+        h = args.size if args.size is not None else args.spacing
+        if h > 0 and math.isfinite(h):   # other values: refused by the generator with its message
+            est = E.mesh_estimate(args.species, args.size, args.spacing)
+            est.check(getattr(args, "force", False),
+                      say=lambda line: print(f"paracrine mesh: {line}", file=sys.stderr, flush=True))
     if args.labels:
         geom = geometry.read_labels(args.labels, spacing=args.spacing, border_width=args.border_width or 1.0)
     elif args.input:
         geom = geometry.read(args.input)
     else:
-        if (args.size is None) == (args.spacing is None):
-            raise ValueError("give --size (tetrahedral mesh, mm) or --spacing (voxel grid, mm)")
         territory = None if args.territory == "none" else args.territory
         geom = geometry.lv_ellipsoid(args.species, mesh_size=args.size, grid_spacing=args.spacing,
                                      territory=territory, transmural=args.transmural,
                                      border_width=args.border_width)
     info = geometry.summary(geom)
     # everything is written into a sibling temporary folder first: a failure leaves nothing behind
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    made = E.make_parents(out)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except BaseException:
+        E.remove_created(made)
+        raise
     try:
         if isinstance(geom, geometry.Mesh):
             geometry.write(tmp / "mesh.vtu", geom)
@@ -46,7 +61,8 @@ def run(args) -> Path:
             out.rmdir()
         os.replace(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation, as the parents
+        E.remove_created(made)
         raise
     print(_format(info, out))
     return out

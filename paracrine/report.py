@@ -47,14 +47,17 @@ class Result:
         return list(self.built.model.regions)
 
 
-def write_all(folder: Path, res: Result, *, figures: bool = True) -> None:
+def write_all(folder: Path, res: Result, *, figures: bool = True) -> dict:
+    """Every output into `folder`; returns the metrics written to metrics.json."""
     write_regions_csv(folder / "regions.csv", res)
     write_cells_csv(folder / "cells.csv", res)
-    _write_json(folder / "metrics.json", metrics(res))
+    m = metrics(res)
+    _write_json(folder / "metrics.json", m)
     write_fields(folder / "fields.xdmf", res)
     if figures:
         (folder / "figures").mkdir(exist_ok=True)
         plot_all(folder / "figures", res)
+    return m
 
 
 def _write_json(path: Path, obj) -> None:
@@ -166,33 +169,44 @@ def _mesh_for_fields(res: Result):
     return uniq, [("hexahedron" if geom.dim == 3 else "quad", cells)], lab[tuple(idx.T)], False
 
 
-def write_fields(path: Path, res: Result) -> None:
-    """fields.xdmf + fields.h5 (meshio's XDMF time series): per factor the free concentration
-    (pg/mL) and, with binding, the bound one, at the snapshot times (h); the region label per cell."""
+def _series_writer():
+    """meshio's XDMF time-series writer with the .h5 opened by its full path (next to the .xdmf) and
+    referenced by its bare name from the XDMF text, so nothing depends on the working directory."""
+    import h5py
     import meshio
 
+    class Writer(meshio.xdmf.TimeSeriesWriter):
+        def __enter__(self):
+            if self.data_format != "HDF":
+                raise ValueError("fields are written as XDMF with HDF5 data only")
+            self.h5_filename = str(Path(self.filename).with_suffix(".h5"))
+            self.h5_file = h5py.File(self.h5_filename, "w")   # the XDMF names it by os.path.basename
+            return self
+
+    return Writer
+
+
+def write_fields(path: Path, res: Result) -> None:
+    """fields.xdmf + fields.h5 (meshio's XDMF time series): per factor the free concentration
+    (pg/mL) and, with binding, the bound one, at the snapshot times (h); the region label per cell.
+    The XDMF refers to the .h5 by its name, relative to the folder (the pair can be moved together)."""
     points, cells, labels, on_points = _mesh_for_fields(res)
     tissue = np.asarray(res.built.disc.mass).reshape(-1) > 0
-    cwd = os.getcwd()
-    os.chdir(path.parent)  # meshio writes the .h5 next to the .xdmf, named from the given path
-    try:
-        with meshio.xdmf.TimeSeriesWriter(path.name) as w:
-            w.write_points_cells(points, cells)
-            for k, i in enumerate(res.snap_idx):
-                data = {}
-                for s, f in enumerate(res.factors):
-                    v = res.snaps[k, s].astype(float) * PG_PER_ML
-                    data[f"{f}_pg_per_mL"] = v if on_points else v[tissue]
-                    if res.snaps_b is not None and res.built.scenario.data["factors"][f]["binding"]:
-                        vb = res.snaps_b[k, s].astype(float) * PG_PER_ML
-                        data[f"{f}_bound_pg_per_mL"] = vb if on_points else vb[tissue]
-                cell_data = {"region": [labels.astype(np.int32)]}
-                if on_points:
-                    w.write_data(float(res.ts[i] / HOUR), point_data=data, cell_data=cell_data)
-                else:
-                    w.write_data(float(res.ts[i] / HOUR), cell_data={**cell_data, **{k: [v] for k, v in data.items()}})
-    finally:
-        os.chdir(cwd)
+    with _series_writer()(Path(path).absolute()) as w:
+        w.write_points_cells(points, cells)
+        for k, i in enumerate(res.snap_idx):
+            data = {}
+            for s, f in enumerate(res.factors):
+                v = res.snaps[k, s].astype(float) * PG_PER_ML
+                data[f"{f}_pg_per_mL"] = v if on_points else v[tissue]
+                if res.snaps_b is not None and res.built.scenario.data["factors"][f]["binding"]:
+                    vb = res.snaps_b[k, s].astype(float) * PG_PER_ML
+                    data[f"{f}_bound_pg_per_mL"] = vb if on_points else vb[tissue]
+            cell_data = {"region": [labels.astype(np.int32)]}
+            if on_points:
+                w.write_data(float(res.ts[i] / HOUR), point_data=data, cell_data=cell_data)
+            else:
+                w.write_data(float(res.ts[i] / HOUR), cell_data={**cell_data, **{k: [v] for k, v in data.items()}})
 
 
 def plot_all(folder: Path, res: Result) -> None:
