@@ -274,7 +274,7 @@ def _geometry(rd: Reader, g, base: Path):
             unit = rd.choice(g.get("length_unit", "mm"), "geometry.length_unit", LENGTH_UNITS)
         try:
             if kind == "file":
-                geom = geometry.read(path)
+                geom = geometry.read(path, length_unit=unit, dim=3)
                 out = {"kind": "file", "path": str(path.resolve()), "length_unit": unit}
             else:
                 spacing = None if "spacing" not in g else rd.quantity(g["spacing"], "geometry.spacing", "length", strict=True)

@@ -394,3 +394,26 @@ def test_validation_is_fast_on_a_large_mesh():
     validate.duplicate_nodes(m.points, m.cells)
     validate.cell_topology(m.cells, m.n_nodes)
     assert time.perf_counter() - t < 2.0
+
+
+def test_scenario_file_with_a_mesh_in_metres(tmp_path):
+    """The scenario's own check of geometry.file reads the mesh in geometry.length_unit."""
+    from paracrine import scenario as sc
+    from paracrine.units import ScenarioError
+
+    m = geometry.box_mesh([-5, -5, -8], [5, 5, 4], [3, 3, 4],
+                          regions={"remote": True, "border": geometry.halfspace(2, 0.0),
+                                   "core": geometry.halfspace(2, -4.0)})
+    metres = geometry.Mesh(m.points * 1e-3, m.cells, m.cell_regions, m.region_names, m.facets, m.facet_tags,
+                           m.boundary_names)
+    geometry.write(tmp_path / "heart.vtu", metres)
+    text = sc.default_text()
+    start, end = text.index("[geometry]"), text.index("\n[", text.index("[geometry]") + 1)
+    body = text[:start] + '[geometry]\nfile = "heart.vtu"\nlength_unit = "m"\n' + text[end:]
+    body = "\n".join(line for line in body.splitlines() if not line.startswith("route") and "sites" not in line)
+    (tmp_path / "s.toml").write_text(body)
+    s = sc.load(tmp_path / "s.toml")
+    assert s.data["geometry"]["length_unit"] == "m"
+    (tmp_path / "s2.toml").write_text(body.replace('length_unit = "m"\n', ""))
+    with pytest.raises(ScenarioError, match=r'geometry\.file = .heart\.vtu.: .*bounding box .*length_unit = "m"'):
+        sc.load(tmp_path / "s2.toml")
