@@ -103,10 +103,10 @@ class Exposure(eqx.Module):
     def region_max(self, c):
         """Largest nodal value (S, R) among the nodes that touch each region (0 for an empty region)."""
         flat = c.reshape(c.shape[0], -1)
-        member = self.weights > 0
-        cols = [jnp.where(jnp.any(member[:, r]), jnp.max(jnp.where(member[:, r], flat, -jnp.inf), axis=1), 0.0)
-                for r in range(self.weights.shape[1])]
-        return jnp.stack(cols, axis=-1)
+        member = self.weights > 0                                            # (N, R)
+        # one masked reduction over (S, N, R), not one per region
+        top = jnp.max(jnp.where(member[None], flat[:, :, None], -jnp.inf), axis=1)
+        return jnp.where(jnp.any(member, axis=0)[None], top, 0.0)
 
     def init(self, c, b, t):
         """The accumulator at time t with fields c (and the bound field b, or None)."""
