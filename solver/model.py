@@ -177,10 +177,7 @@ class Model(eqx.Module):
     def _profiles(self, sources):
         names = [s.name for s in self.sources]
         if sources is None or (isinstance(sources, (tuple, list)) and not sources and self.profiles):
-            if self.sources and self.profiles is None:
-                raise ValueError(f"the model has sources {names} without profiles: pass model.params(sources="
-                                 "{name: profile}) or build the Model from solver.Source(placement, profile)")
-            return self.profiles or ()
+            return self.profiles or ()   # none for placements without profiles: Model.check names them
         if isinstance(sources, dict):
             unknown = [k for k in sources if k not in names]
             if unknown:

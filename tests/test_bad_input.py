@@ -276,9 +276,13 @@ def _with_file(extra=""):
 def test_length_unit(tmp_path):
     _box(tmp_path)
     assert sc.loads(_with_file(), source=SRC, base=tmp_path).data["geometry"]["length_unit"] == "mm"
-    for u in sc.LENGTH_UNITS:
-        s = sc.loads(_with_file(f'length_unit = "{u}"'), source=SRC, base=tmp_path)
-        assert s.data["geometry"]["length_unit"] == u
+    for u in sc.LENGTH_UNITS:   # the same box is a heart in mm; in other units its size is refused, naming the unit
+        try:
+            s = sc.loads(_with_file(f'length_unit = "{u}"'), source=SRC, base=tmp_path)
+        except sc.ScenarioError as err:
+            assert u != "mm" and "bounding box" in str(err) and f"read with length_unit = '{u}'" in str(err), err
+        else:
+            assert s.data["geometry"]["length_unit"] == u
     with pytest.raises(sc.ScenarioError, match=r"bad.toml: geometry.length_unit = 'km'; did you mean 'm'\? allowed: \['mm', 'cm', 'm', "
                                                r"'um'\]"):
         sc.loads(_with_file('length_unit = "km"'), source=SRC, base=tmp_path)

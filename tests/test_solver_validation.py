@@ -102,7 +102,7 @@ def test_model_errors(case):
     disc, _, _ = case
     with pytest.raises(ValueError, match="factors must be distinct"):
         solver.Model(disc, factors=["VEGF", "VEGF"])
-    with pytest.raises(TypeError, match="sources holds PointSource"):
+    with pytest.raises(TypeError, match=r"sources holds Source\(placement, profile\) or placements \(PointSource"):
         solver.Model(disc, sources=["here"])
     with pytest.raises(geometry.GeometryError, match=r"point 0 at \[2.0, 0.5\] lies outside the mesh"):
         solver.point_source(disc, [[2.0, 0.5]])

@@ -43,8 +43,8 @@ def test_pairing_errors_name_the_sources():
         legacy.params(D=1e-3, sources={"a": solver.Constant(rate=1.0), "c": solver.Constant(rate=1.0)})
     with pytest.raises(ValueError, match=r"no profile for the model's source\(s\) \['b'\]"):
         legacy.params(D=1e-3, sources={"a": solver.Constant(rate=1.0)})
-    with pytest.raises(ValueError, match="without profiles"):
-        legacy.params(D=1e-3)
+    with pytest.raises(ValueError, match=r"params has 0 source profiles; the model has 2 sources \['a', 'b'\]"):
+        solver.simulate(legacy, legacy.params(D=1e-3), t_end=10.0, dt=10.0)
     with pytest.raises(ValueError, match=r"holds 1 profiles; the model has 2 sources \['a', 'b'\]"):
         legacy.params(D=1e-3, sources=[solver.Constant(rate=1.0)])
     with pytest.raises(ValueError, match="not a mixture"):
