@@ -76,7 +76,7 @@ vary = {{"cells.dose": [1e5, 1e6, 1e7], "VEGF.uptake.border": [1e-4, 1e-3]}}
 a = calibrate.sweep(b, vary, shard=True)
 u = calibrate.sweep(b, vary, shard=False)
 assert a["devices"] == 4 and u["devices"] == 1, (a["devices"], u["devices"])
-np.testing.assert_array_equal(a["means"], u["means"])
+np.testing.assert_allclose(a["means"], u["means"], rtol=1e-13, atol=0)  # reductions may sum in another order
 print("ok", a["values"].shape)
 """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
