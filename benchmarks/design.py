@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    import solver
+    from paracrine import solver
     from paracrine import calibrate, design as pd, scenario as sc
     from paracrine.build import build
 

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     # the gradient's cost by stepper and adjoint on the same model, times and observation (the tissue
     # content at the data times), at the same dt: RKL2 with JAX's checkpointed derivative (what the fit's
     # loss above uses), TR-BDF2 with it, and TR-BDF2 with its discrete adjoint
-    import solver
+    from paracrine import solver
 
     ts = np.array(times, float) * 3600.0
     content = solver.observe.tissue_amounts(built.model)

@@ -52,7 +52,7 @@ def run_case(model, c0, exact, *, method, dt, t_end, label, n_nodes, repeat):
     import jax
     import numpy as np
 
-    import solver
+    from paracrine import solver
 
     params = model.params(D=D_V5, decay=K_V5)
     dt = t_end / np.ceil(t_end / dt * (1 - 1e-12))  # the step simulate will take: equal steps no longer than dt
@@ -133,8 +133,8 @@ def grid_cases(n, factors, dtype, repeat, methods, biofvm=None):
     after the last, so that both sample the same state of the machine."""
     import numpy as np
 
-    import geometry
-    import solver
+    from paracrine import geometry
+    from paracrine import solver
 
     half = 0.5  # [-500, 500] um as BioFVM's test; n = 100 gives its 10 um voxels
     grid = geometry.box_grid([-half] * 3, [half] * 3, n)
@@ -170,8 +170,8 @@ def grid_cases(n, factors, dtype, repeat, methods, biofvm=None):
 def mesh_cases(n, dtype, repeat, methods, layouts):
     import numpy as np
 
-    import geometry
-    import solver
+    from paracrine import geometry
+    from paracrine import solver
 
     mesh = geometry.box_mesh([0, 0, 0], [1, 1, 1], n)
     disc = geometry.discretise(mesh)
@@ -227,7 +227,7 @@ def numpy_grid_step(c, g, h, method, stages):
 
 
 def _numpy_step(c, L, h, method, stages, np):
-    import solver
+    from paracrine import solver
 
     if method == "euler":
         return c + h * L(c)
@@ -306,8 +306,8 @@ def bandwidth(n, repeat, passes=10):
     import jax
     import jax.numpy as jnp
 
-    import geometry
-    import solver
+    from paracrine import geometry
+    from paracrine import solver
 
     disc = geometry.discretise(geometry.box_grid([0, 0, 0], [1, 1, 1], n))
     space = solver.Model(disc).space

@@ -119,7 +119,7 @@ def program(method: str, quick: bool):
     import jax
     import numpy as np
 
-    import solver
+    from paracrine import solver
     from paracrine import scenario as sc
     from paracrine.build import _region_share, build
 

@@ -88,7 +88,7 @@ def compare(text: str, precision: str) -> dict:
         jax.config.update("jax_enable_x64", True)
     import numpy as np
 
-    import solver
+    from paracrine import solver
     from paracrine import scenario as sc
     from paracrine.build import build, _region_share
 

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import solver
+from paracrine import solver
 
 __all__ = ["AbstractQuantity", "Accumulated", "Constraint", "ControlSum", "DesignProblem", "DesignResult",
            "ExposedShare", "Outcome", "Saved", "SoftMin", "Total", "optimise"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from solver.results import MESSAGES, RESULTS, code
+from paracrine.solver.results import MESSAGES, RESULTS, code
 
 # the optimisers' outcomes are items of solver.RESULTS, the one enumeration of the project
 RUNNING, GTOL, XTOL, FTOL, MAXITER, NONFINITE = (code(RESULTS.running), code(RESULTS.converged_gtol),

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import solver
+from paracrine import solver
 
 LOSSES = ("absolute", "relative", "lognormal")
 
@@ -213,6 +213,6 @@ class Problem(eqx.Module):
 
 
 def _plan(model, params, dt, method):
-    from solver.steppers import make_stepper
+    from paracrine.solver.steppers import make_stepper
 
     return make_stepper(method).plan(float(jnp.max(solver.spectral_bound(model, params))), float(dt))

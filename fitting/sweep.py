@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import solver
+from paracrine import solver
 
 
 def shard_rows(rows: np.ndarray, dtype, *, shard: bool = True):

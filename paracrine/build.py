@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from solver.therapy import farthest_points, spread_sites
+from paracrine.solver.therapy import farthest_points, spread_sites
 
 from .scenario import POINT_ROUTES, Scenario, ScenarioError
 
@@ -47,7 +47,7 @@ class Built:
 
 
 def _lv_kwargs(g: dict) -> dict:
-    import geometry
+    from paracrine import geometry
 
     return dict(species=geometry.LVShape(**g["shape"]), territory=g["territory"], transmural=g["transmural"],
                 border_width=g["border_width"])
@@ -55,7 +55,7 @@ def _lv_kwargs(g: dict) -> dict:
 
 def _lv_sites(g: dict, spec: dict, route: str, path: str) -> np.ndarray:
     """Sites on the analytic LV: candidates on a voxel lattice, in the region and the route's band."""
-    import geometry
+    from paracrine import geometry
 
     shape = geometry.LVShape(**g["shape"])
     wall = shape.a_epi - shape.a_endo
@@ -77,7 +77,7 @@ def _lv_sites(g: dict, spec: dict, route: str, path: str) -> np.ndarray:
 
 def make_geometry(scenario: Scenario):
     """The geometry and the point sites of each delivery (None for field routes)."""
-    import geometry
+    from paracrine import geometry
 
     d = scenario.data
     g = d["geometry"]
@@ -146,7 +146,7 @@ def _perfused_density(disc, g: dict, territory, regions) -> np.ndarray:
     share = _region_share(disc)
     rho = 1.0 - (share[:, regions.index("core")] if "core" in regions else 0.0)
     if territory is not None:
-        import geometry
+        from paracrine import geometry
 
         shape = geometry.LVShape(**g["shape"])
         segs = geometry.TERRITORIES[territory] if isinstance(territory, str) else tuple(territory)
@@ -186,7 +186,7 @@ def _cell_survival_extras(scenario: Scenario, cells: dict, x: dict, path: str) -
 
 def build(scenario: Scenario, *, dtype=None, geometry_and_sites=None) -> Built:
     """Geometry (or the given (geometry, disc, sites)), Model and Params for a scenario."""
-    import solver
+    from paracrine import solver
 
     d = scenario.data
     geom, disc, sites = geometry_and_sites or make_geometry(scenario)

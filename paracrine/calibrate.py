@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import fitting
-import solver
+from paracrine import fitting
+from paracrine import solver
 
 from .catalogue import available, resolve
 from .data import Observations

@@ -24,7 +24,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from fitting import FreeParameter, Identity, Log, Logit
+from paracrine.fitting import FreeParameter, Identity, Log, Logit
 
 from .units import suggest
 
@@ -55,7 +55,7 @@ def available(built) -> dict[str, "ScenarioParameter"]:
 
 
 def _catalogue(built) -> dict:
-    import solver
+    from paracrine import solver
 
     model, params = built.model, built.params
     factors, regions = list(model.factors), list(model.regions)

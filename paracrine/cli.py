@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "mesh":
-        from geometry import GeometryError
+        from paracrine.geometry import GeometryError
 
         from . import meshcmd
 

@@ -220,7 +220,7 @@ def delivery_section(rd: Reader, p, d, keys, regions, species, geo, end, factors
         if terr is not None and geo["kind"] != "lv":
             raise rd.error(f"{p}.territory", ": needs the generated LV geometry (AHA segments)")
         if isinstance(terr, str) and terr != "all":
-            import geometry
+            from paracrine import geometry
 
             rd.choice(terr, f"{p}.territory", tuple(geometry.TERRITORIES) + ("all",))
         elif isinstance(terr, list):

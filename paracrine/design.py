@@ -36,9 +36,9 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-import fitting
-import solver
-from fitting import design as fd
+from paracrine import fitting
+from paracrine import solver
+from paracrine.fitting import design as fd
 
 from .calibrate import PG_PER_ML, fixed_step, member_metrics
 from .catalogue import available, delivery_profiles
@@ -469,7 +469,7 @@ def exact_run(built, params, spec: Spec, controls, theta=None, model=None):
     row = member_metrics(built, {k: np.asarray(v, float) for k, v in sol.metrics.items()},
                          np.asarray(sol.budget["secreted"], float))
     exposure = d["output"]["exposure"]
-    from solver.metrics import exposed_share
+    from paracrine.solver.metrics import exposed_share
 
     share = np.asarray(exposed_share(sol.metrics["above_node"], ex.weights, exposure))
     r = model.regions.index("border") if "border" in model.regions else 0

@@ -59,7 +59,7 @@ def lv_mesh_size(shape: dict | str, h: float, *, refine: float | None = None, re
     """(nodes, cells) of gmsh's tetrahedral LV with edge length h (mm), before meshing; with `refine`,
     `sites` balls of radius refine_radius (default 4 x refine) meshed at `refine`, growing back to h over
     4 h (the size field of geometry.lv_ellipsoid)."""
-    import geometry
+    from paracrine import geometry
 
     s = geometry.LVShape(**shape) if isinstance(shape, dict) else geometry.lv_shape(shape)
     wall = s.a_epi - s.a_endo
@@ -83,7 +83,7 @@ def lv_mesh_size(shape: dict | str, h: float, *, refine: float | None = None, re
 def lv_grid_size(shape: dict | str, spacing: float) -> tuple[float, float]:
     """(grid nodes, tissue voxels) of the voxel LV at this spacing: the box is exact (the state lives on
     every voxel of it), the tissue is the wall volume / spacing^3."""
-    import geometry
+    from paracrine import geometry
 
     s = geometry.LVShape(**shape) if isinstance(shape, dict) else geometry.lv_shape(shape)
     lo = np.array([-s.a_epi, -s.a_epi, -s.c_epi])
@@ -225,7 +225,7 @@ def run_estimate(d: dict, *, nodes: float | None = None, cells: float | None = N
 
 def mesh_estimate(species: str, size: float | None, spacing: float | None) -> Estimate:
     """`paracrine mesh` of the generated LV, before gmsh or the voxeliser runs."""
-    import geometry
+    from paracrine import geometry
 
     shape = dataclasses.asdict(geometry.lv_shape(species))
     if size is not None:

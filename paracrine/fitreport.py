@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fitting.fit import Z95, FitResult
+from paracrine.fitting.fit import Z95, FitResult
 
 from .data import Observations
 

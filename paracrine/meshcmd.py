@@ -14,7 +14,7 @@ from . import estimate as E
 
 
 def run(args) -> Path:
-    import geometry
+    from paracrine import geometry
 
     out = Path(args.out)
     problem = E.out_problem(out)

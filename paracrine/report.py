@@ -108,7 +108,7 @@ def metrics(res: Result) -> dict:
     exposure = d["output"]["exposure"]
     vol = res.W.sum(axis=0)
     acc = res.exposure
-    from solver.metrics import exposed_share
+    from paracrine.solver.metrics import exposed_share
 
     exposed = np.asarray(exposed_share(acc["above_node"], res.W, exposure))   # (S, R)
     out = {"units": {"auc": "pg/mL x h (time integral of the region mean; auc_bound: of the bound pool)",
@@ -149,7 +149,7 @@ def metrics(res: Result) -> dict:
 
 def _mesh_for_fields(res: Result):
     """Points, cells, cell-region labels and whether fields live on points (mesh) or cells (grid voxels)."""
-    import geometry
+    from paracrine import geometry
 
     geom = res.built.geometry
     if isinstance(geom, geometry.Mesh):

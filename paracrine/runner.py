@@ -84,7 +84,7 @@ def note(msg: str) -> None:
 
 
 def _geometry_arrays(geom, sites) -> dict:
-    import geometry
+    from paracrine import geometry
 
     arrays = {"sites_count": np.array(len(sites))}
     for k, s in enumerate(sites):
@@ -139,7 +139,7 @@ def _read_geometry_arrays(path: Path) -> dict:
 
 
 def _geometry_from_arrays(z: dict):
-    import geometry
+    from paracrine import geometry
 
     names = json.loads(str(z["region_names"]))
     if str(z["kind"]) == "mesh":
@@ -438,7 +438,7 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
              lock, meta, force):
     import jax.numpy as jnp
 
-    import solver
+    from paracrine import solver
 
     timings: dict = {}
     t0 = time.perf_counter()
@@ -628,7 +628,7 @@ def closure_warnings(metrics: dict, precision: str) -> list[str]:
 
 
 def _cell_count(geom) -> int:
-    import geometry
+    from paracrine import geometry
 
     return int(len(geom.cells)) if isinstance(geom, geometry.Mesh) else int((np.asarray(geom.labels) > 0).sum())
 
@@ -743,7 +743,7 @@ class _Heartbeat:
 
 
 def _geometry_info(geom) -> dict:
-    import geometry
+    from paracrine import geometry
 
     info = geometry.summary(geom)
     return {k: v for k, v in info.items() if k in ("kind", "nodes", "cells", "shape", "tissue_voxels",

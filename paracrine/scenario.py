@@ -248,7 +248,7 @@ def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
 
 
 def _geometry(rd: Reader, g, base: Path):
-    import geometry
+    from paracrine import geometry
 
     g = rd.table(g, "geometry", GEOMETRY_KEYS)
     operator = rd.choice(g.get("operator", "p1"), "geometry.operator", geometry.OPERATORS)
@@ -345,7 +345,7 @@ def _geometry(rd: Reader, g, base: Path):
 
 
 def _factor(rd: Reader, name, spec, regions, boundaries) -> dict:
-    from solver.presets import FACTORS
+    from paracrine.solver.presets import FACTORS
 
     p = f"factors.{name}"
     spec = rd.table(spec, p, FACTOR_KEYS)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from solver.units import KINDS, UnitError, format_internal, registry, show, suggest
-from solver.units import parse as _parse
+from paracrine.solver.units import KINDS, UnitError, format_internal, registry, show, suggest
+from paracrine.solver.units import parse as _parse
 
 __all__ = ["KINDS", "NAME_PATTERN", "ScenarioError", "format_internal", "parse", "registry", "show", "suggest"]
 

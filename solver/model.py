@@ -38,7 +38,7 @@ class Model(eqx.Module):
         """operator: "p1" (default) or "m-matrix", the P1 operator with negative couplings removed
         (an M-matrix on meshes with obtuse cells, see geometry.positive_conductances); the
         finite-volume operator of a grid is an M-matrix either way."""
-        from geometry import OPERATORS, GridDiscretisation, MeshDiscretisation
+        from paracrine.geometry import OPERATORS, GridDiscretisation, MeshDiscretisation
 
         dtype = dtype or jnp.result_type(float)
         if operator not in OPERATORS:

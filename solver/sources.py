@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from geometry.discretise import containing, trilinear_weights
+from paracrine.geometry.discretise import containing, trilinear_weights
 
 
 class AbstractSource(eqx.Module):
@@ -71,7 +71,7 @@ class PointSource(AbstractSource):
                 return f(simulate(m, params, ..., method=stepper))
             jax.grad(loss)(x0)      # stepper = solver.plan(model, params, dt=dt)
         """
-        from geometry import GridDiscretisation
+        from paracrine.geometry import GridDiscretisation
 
         if not isinstance(disc, GridDiscretisation):
             raise TypeError(f"PointSource.trilinear needs a grid discretisation, got {type(disc).__name__}; "
@@ -128,7 +128,7 @@ class MovableSource(PointSource):
     def around(cls, disc, points, *, cells: int = 64, region: str | None = None, name: str = "source",
                dtype=None) -> "MovableSource":
         """Candidates: the `cells` cells of `region` (None: any) nearest to each point (by centroid)."""
-        from geometry import MeshDiscretisation
+        from paracrine.geometry import MeshDiscretisation
 
         if not isinstance(disc, MeshDiscretisation):
             raise TypeError(f"movable sites need a mesh discretisation, got {type(disc).__name__}")
@@ -200,7 +200,7 @@ class MovableGridSource(PointSource):
 
     @classmethod
     def around(cls, disc, points, *, name: str = "source", dtype=None) -> "MovableGridSource":
-        from geometry import GridDiscretisation
+        from paracrine.geometry import GridDiscretisation
 
         if not isinstance(disc, GridDiscretisation):
             raise TypeError(f"MovableGridSource needs a grid discretisation, got {type(disc).__name__}")

@@ -20,7 +20,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from geometry.discretise import positive_conductances
+from paracrine.geometry.discretise import positive_conductances
 
 from .space import AbstractSpace
 from .operators import MeshOperator

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 from helpers import cosine_mode, slope
 
 D, K, T = 0.01, 0.05, 2.0

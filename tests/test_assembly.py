@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import geometry
+from paracrine import geometry
 
 skfem = pytest.importorskip("skfem")
 from skfem.models.poisson import laplace, mass  # noqa: E402

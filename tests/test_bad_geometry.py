@@ -12,8 +12,8 @@ import meshio
 import numpy as np
 import pytest
 
-import geometry
-from geometry import GeometryError, validate
+from paracrine import geometry
+from paracrine.geometry import GeometryError, validate
 from paracrine.cli import main
 
 FORMATS = {".vtu": {}, ".msh": {"file_format": "gmsh22", "binary": False}, ".xdmf": {}}

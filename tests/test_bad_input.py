@@ -260,7 +260,7 @@ def test_file_refused(tmp_path, name):
 # ---- geometry.length_unit -------------------------------------------------------------------------------------
 
 def _box(tmp_path, regions=("remote", "border", "core")):
-    import geometry
+    from paracrine import geometry
     import numpy as np
 
     m = geometry.box_mesh(np.zeros(3), np.ones(3) * 4, 2,

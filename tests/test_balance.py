@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 
 
 def two_region(kind, dim=2, n=8):

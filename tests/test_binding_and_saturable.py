@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
-from solver.kinetics import step
+from paracrine import geometry
+from paracrine import solver
+from paracrine.solver.kinetics import step
 
 KIN = dict(saturable={"Vmax": [[0.05, 0.2]], "Km": 0.5},
            binding={"kon": 0.4, "koff": 0.02, "capacity": [[1.0, 3.0]], "kdeg": 0.005})

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
-from solver.simulate import positivity_limiter
+from paracrine import geometry
+from paracrine import solver
+from paracrine.solver.simulate import positivity_limiter
 
 
 def _assembled(model, params):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 from helpers import slope
 
 

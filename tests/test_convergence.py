@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 from helpers import cosine_mode, slope
 
 L, D, K, T = 1.0, 0.01, 0.05, 2.0

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 from helpers import cosine_mode, slope
 
 REGIONS = {"remote": True, "border": geometry.halfspace(0, 0.5)}
@@ -241,7 +241,7 @@ def test_one_enumeration_of_results_and_throw():
         jax.jit(lambda p: solver.simulate(model, p, t_end=1.0, rtol=1e-3, c0=c0, throw=True).final)(params)
     ss = solver.steady_state(model, params)
     assert bool(ss.result == solver.RESULTS.successful)
-    from fitting.optimize import CONVERGED, MAXITER
+    from paracrine.fitting.optimize import CONVERGED, MAXITER
     assert MAXITER == int(np.asarray(solver.RESULTS.max_iterations._value)) and len(CONVERGED) == 3
 
 

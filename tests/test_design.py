@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import fitting
-import geometry
-import solver
-from fitting import design as fd
+from paracrine import fitting
+from paracrine import geometry
+from paracrine import solver
+from paracrine.fitting import design as fd
 from paracrine import calibrate, cli, design as pd, scenario as sc
 from paracrine.build import build
 
@@ -52,7 +52,7 @@ def test_closed_form_optimum_of_a_compartment_is_recovered():
     # dJ/dN = J / N at the optimum (c is linear in the dose)
     assert res.sensitivity[0] == pytest.approx(res.objective / res.theta[0], rel=1e-6)
     # the same structure with other numbers (bounds, start) reuses the compiled program
-    from solver.simulate import TRACE_COUNT
+    from paracrine.solver.simulate import TRACE_COUNT
 
     n0 = sum(TRACE_COUNT.values())
     prob2 = fitting.DesignProblem(model, params, [dose, t1], fd.Saved(0, (0, 0)),

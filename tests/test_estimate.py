@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-import geometry
+from paracrine import geometry
 from paracrine import estimate as E, runner, scenario as sc
 from paracrine.cli import main
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import solver
+from paracrine import solver
 from paracrine import build as B, calibrate, data as pdata, scenario as sc
 from paracrine.data import DataError
 
@@ -155,7 +155,7 @@ def test_lm_needs_fewer_solves_than_finite_difference_least_squares(pde_case):
 
 @pytest.mark.slow   # an option off by default; the default LM path is tested above
 def test_broyden_updates_reach_the_same_optimum(pde_case):
-    from fitting.optimize import levenberg_marquardt
+    from paracrine.fitting.optimize import levenberg_marquardt
 
     s, b, obs, _ = pde_case
     prob = calibrate.problem(b, obs, calibrate.resolve(b, ["VEGF.secretion", "VEGF.uptake.border"]),
@@ -177,7 +177,7 @@ def test_multistart_vmap_equals_separate_fits(cells_case):
     rng = np.random.default_rng(3)
     z0 = np.tile(prob.z0, (3, 1))
     z0[1:] += rng.uniform(-math.log(10), math.log(10), size=(2, 2))
-    from fitting.optimize import levenberg_marquardt
+    from paracrine.fitting.optimize import levenberg_marquardt
 
     for k in range(3):
         one = levenberg_marquardt(prob.residual, jnp.asarray(np.clip(z0[k], prob.lo, prob.hi)), jnp.asarray(prob.lo),
@@ -330,7 +330,7 @@ def test_paracrine_fit_writes_a_loadable_fitted_scenario(pde_case, tmp_path, cap
 
 def test_lm_rejects_steps_to_non_finite_losses():
     """The optimum of the smooth part lies where the model fails (NaN): LM must stay in the finite region."""
-    from fitting.optimize import levenberg_marquardt
+    from paracrine.fitting.optimize import levenberg_marquardt
 
     def residual(z):
         r = jnp.stack([z[0] - 3.0, 0.1 * (z[1] - 1.0)])
@@ -372,7 +372,7 @@ def test_real_data_examples_reproduce_the_documented_numbers(tmp_path, capsys):
 
 def test_paracrine_fits_of_one_scenario_compile_once(cells_case):
     """Same scenario, same rows and free names: new data values and starts reuse the compiled fit."""
-    import fitting
+    from paracrine import fitting
 
     s, b = cells_case
     t = np.array([1, 24, 168, 672.0])

@@ -3,8 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-import geometry
-from geometry import GeometryError, Grid, Mesh
+from paracrine import geometry
+from paracrine.geometry import GeometryError, Grid, Mesh
 
 
 def unit_triangles():

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 
 T, DT = 6.0, 0.25
 

@@ -10,8 +10,8 @@ in 3h < r < 3 lambda must be within 2 %, and every single node within 6 %.
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 
 D, K = 1.0, 1.0  # lambda = 1
 

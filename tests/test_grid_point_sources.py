@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
-from geometry import GeometryError
+from paracrine import geometry
+from paracrine import solver
+from paracrine.geometry import GeometryError
 
 D, K, Q = 1.0, 1.0, 2.0  # lambda = 1
 

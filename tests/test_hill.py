@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 
 V, K, N, KDEC = 2e-2, 0.5, 2.5, 1e-3
 

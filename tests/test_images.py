@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import geometry
-from geometry import GeometryError
+from paracrine import geometry
+from paracrine.geometry import GeometryError
 
 
 def synthetic(n=60, h=0.25):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-import solver
+from paracrine import solver
 from paracrine import build as B, scenario as sc
 from paracrine.delivery import IMMUNE
 from paracrine.units import ScenarioError
-from solver.therapy import _phase_integral
+from paracrine.solver.therapy import _phase_integral
 
 H, DAY = 3600.0, 86400.0
 LN2 = math.log(2)

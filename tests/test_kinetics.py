@@ -6,7 +6,7 @@ import pytest
 from scipy.special import lambertw
 
 from helpers import slope
-from solver.kinetics import step
+from paracrine.solver.kinetics import step
 
 ZERO = dict(kappa=0.0, V=0.0, Km=1.0, kon=0.0, koff=0.0, B=0.0, kdeg=0.0)
 

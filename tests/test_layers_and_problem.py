@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import fitting
-import geometry
-import solver
+from paracrine import fitting
+from paracrine import geometry
+from paracrine import solver
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["geometry", "solver", "fitting", "paracrine"]
@@ -26,10 +26,19 @@ def _imports(path: Path) -> set:
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[0] for a in node.names}
+            out |= {_layer(a.name) for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            out.add(node.module.split(".")[0])
+            if node.module == "paracrine":   # from paracrine import solver, geometry
+                out |= {a.name if a.name in LAYERS[:3] else "paracrine" for a in node.names}
+            else:
+                out.add(_layer(node.module))
     return out
+
+
+def _layer(module: str) -> str:
+    """paracrine.solver.simulate -> solver; paracrine.cli -> paracrine; numpy -> numpy."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "paracrine" and len(parts) > 1 and parts[1] in LAYERS[:3] else parts[0]
 
 
 @pytest.mark.parametrize("layer", LAYERS[:3])
@@ -40,8 +49,21 @@ def test_imports_point_down_only(layer):
     assert not bad, f"{layer} imports layers above it: {bad}"
 
 
+def test_one_namespace_nothing_generic_installed():
+    """The layers install as paracrine.geometry, paracrine.solver, paracrine.fitting: outside the
+    source folder there is no top-level `solver` (or `geometry`, `fitting`) to clash with."""
+    code = ("import importlib.util as u; import paracrine.solver as s; "
+            "print([n for n in ('solver', 'geometry', 'fitting') if u.find_spec(n)]); print(s.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "tests", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["[]", "paracrine.solver"]
+    assert all((ROOT / layer / "py.typed").is_file() for layer in LAYERS)
+
+
 def test_fitting_imports_without_the_application():
-    code = "import sys, fitting, solver, geometry; assert not [m for m in sys.modules if m.startswith('paracrine')]"
+    code = ("import sys; from paracrine import fitting, solver, geometry; "
+            "app = [m for m in sys.modules if m.startswith('paracrine.') and m.split('.')[1] not in "
+            "('fitting', 'solver', 'geometry')]; assert not app, app")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -120,6 +142,6 @@ def test_ensemble_equals_a_loop_of_runs(box):
         p = free[1].set(free[0].set(truth, row[0]), row[1])
         one = solver.simulate(model, p, t_end=times[-1], dt=120.0, save_at=times, method="cn", observe=observe.observer)
         np.testing.assert_allclose(ys, one.ys, rtol=1e-10)
-    from solver.results import code
+    from paracrine.solver.results import code
 
     assert out["status"].tolist() == [code(solver.RESULTS.successful)] * 3

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 from helpers import slope
 
 

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 from helpers import cosine_mode, slope
 from paracrine import build as B, scenario as sc
 

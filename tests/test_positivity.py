@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 
 GRID = geometry.discretise(geometry.box_grid([0, 0], [1, 1], 12, regions={"remote": True,
                                                                            "core": geometry.halfspace(0, 0.6)}))

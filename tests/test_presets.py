@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from solver import presets
+from paracrine.solver import presets
 
 
 def test_unit_conversions():

@@ -138,7 +138,7 @@ def test_fields_xdmf_read_back_by_meshio(reference):
     assert set(pd) == {"VEGF_pg_per_mL", "VEGF_bound_pg_per_mL", "HGF_pg_per_mL"}
     assert set(np.unique(cd["region"][0])) == {1, 2, 3}
     # the region mean from the field equals regions.csv (lumped mass as weights)
-    import geometry
+    from paracrine import geometry
 
     disc = geometry.discretise(geometry.Mesh(points, cells[0].data, cd["region"][0], {"remote": 1, "border": 2, "core": 3}))
     border = disc.mass_region[:, 1]

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 
 
 @pytest.fixture(scope="module")

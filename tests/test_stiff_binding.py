@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 from helpers import slope
 
 VEGF = solver.presets.preset("VEGF165")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-import geometry
+from paracrine import geometry
 from paracrine.cli import main
 
 

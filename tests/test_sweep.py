@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import solver
+from paracrine import solver
 from paracrine import build as B, calibrate, scenario as sc
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 
 DAY = 86400.0
 

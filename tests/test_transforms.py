@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
-from solver.simulate import TRACE_COUNT
+from paracrine import geometry
+from paracrine import solver
+from paracrine.solver.simulate import TRACE_COUNT
 
 
 @pytest.fixture(scope="module")

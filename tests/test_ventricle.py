@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import geometry
-from geometry import GeometryError
+from paracrine import geometry
+from paracrine.geometry import GeometryError
 
 REF = geometry.lv_shape("reference")
 

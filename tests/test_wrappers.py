@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geometry
-import solver
+from paracrine import geometry
+from paracrine import solver
 
 jax.config.update("jax_enable_x64", True)
 
