@@ -68,6 +68,29 @@ def main(argv=None) -> int:
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         print(f"paracrine {args.command}: {where}{err.strerror or err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 - a bug of ours, not bad input: say so, keep the traceback in a log
+        log = _crash_log(args, err)
+        print(f"paracrine {args.command}: internal error ({type(err).__name__}: {err}). This is a bug in paracrine, "
+              f"not a problem with your input as far as its checks can tell; the traceback is in {log}. Please "
+              "report it with that file and the command line.", file=sys.stderr)
+        return 70
+
+
+def _crash_log(args, err) -> str:
+    """Write the traceback of an unexpected error to a new file in the temporary folder; its path."""
+    import os
+    import platform
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="paracrine-error-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"paracrine {__version__}, Python {platform.python_version()}, {platform.platform()}\n")
+        f.write(f"command: {' '.join(sys.argv)}\n\n")
+        f.write("".join(traceback.format_exception(err)))
+    return path
 
 
 def _dispatch(args) -> int:

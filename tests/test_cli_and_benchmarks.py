@@ -19,6 +19,35 @@ def test_help_lists_commands():
     assert exit_.value.code == 0
 
 
+def test_python_m_paracrine_is_the_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "paracrine", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("run", "fit", "sweep", "design", "mesh"):
+        assert command in proc.stdout
+
+
+def test_an_internal_error_says_so_and_keeps_the_traceback_in_a_log(monkeypatch, capsys, tmp_path):
+    """A bug (not bad input) gives one paragraph naming a log file with the traceback, exit 70."""
+    from paracrine import cli
+
+    def boom(args):
+        raise ZeroDivisionError("deliberate")
+
+    monkeypatch.setattr(cli, "_dispatch", boom)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert cli.main(["mesh"]) == 70
+    err = capsys.readouterr().err
+    assert "internal error (ZeroDivisionError: deliberate)" in err and "report" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    logs = list(tmp_path.glob("paracrine-error-*.log"))
+    assert len(logs) == 1 and "ZeroDivisionError: deliberate" in logs[0].read_text()
+    assert str(logs[0]) in err
+
+
 def quick_record(script: str, tmp_path) -> dict:
     """Run benchmarks/<script>.py --quick into tmp_path; the one JSON record it writes."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--out", str(tmp_path)],
