@@ -17,8 +17,9 @@ from .steady import SteadyState, steady_state
 from .sources import AbstractSource, FieldSource, MovableGridSource, MovableSource, PointSource, Source
 from .controller import PIDController
 from .adi import DouglasADI
-from .steppers import (TRBDF2, AbstractStepper, AbstractWrapper, CrankNicolson, ForwardEuler, PerFactor, Positive, RKL2,
-                       StabilityError, positivity_limiter, rkl2_coefficients, rkl2_stages)
+from .steppers import (TRBDF2, AbstractStepper, CrankNicolson, ForwardEuler, RKL2, StabilityError, rkl2_coefficients,
+                       rkl2_stages)
+from .wrappers import AbstractWrapper, PerFactor, Positive, compose, positivity_limiter
 
 __all__ = [
     "presets", "RESULTS", "SolverError", "AbstractObserver", "State", "AbstractSpace",
@@ -28,7 +29,7 @@ __all__ = [
     "SmoothExposure",
     "observe",
     "AbstractProfile", "AbstractSource", "AbstractStepper", "Constant", "CrankNicolson", "DouglasADI", "Exponential",
-    "PIDController", "TRBDF2", "AbstractWrapper", "PerFactor", "Positive", "positivity_limiter",
+    "PIDController", "TRBDF2", "AbstractWrapper", "PerFactor", "Positive", "compose", "positivity_limiter",
     "FieldSource", "ForwardEuler", "Model", "Params", "PiecewiseLinear", "MovableGridSource", "MovableSource",
     "PointSource", "RKL2", "Source",
     "STATUS_MESSAGES", "Solution", "StabilityError", "field_source", "point_source", "rkl2_coefficients",
