@@ -477,6 +477,7 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     thresholds = np.array([d["factors"][f]["threshold"] or np.inf for f in model.factors])
     binding = params.binding is not None
     exposure = solver.Exposure(W, thresholds, dtype=dtype)  # AUC, peaks, time above: every step, in the loop
+    observer = solver.observe.RegionStats(jnp.asarray(W, dtype), fields=True)   # what regions.csv and fields.h5 need
 
     # state, from the checkpoints on resume
     state = {"c": np.zeros(model.state_shape), "b": np.zeros(model.state_shape) if binding else np.zeros(0),
@@ -522,26 +523,20 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
             tc = time.perf_counter()
             # error control continues from the step the controller proposed at the end of the last chunk
             carry_h = {"dt0": state["h_next"]} if not fixed and state.get("h_next", 0.0) > 0 else {}
-            sol = solver.simulate(model, params, t0=t0, t_end=float(ts[j - 1]), save_at=ts[i:j], method=stepper,
-                                  c0=c, b0=b, budget=True, metrics=exposure, metrics0=acc, **steps_kw, **carry_h)
-            ys = sol.ys
-            cf, bf = (ys if binding else (ys, None))
-            cf = np.asarray(cf, float)                   # (T_k, S, *space)
-            cf = cf.reshape(cf.shape[0], S, -1)
-            bf = None if bf is None else np.asarray(bf, float).reshape(cf.shape)
-            if first_chunk_s is None:
-                first_chunk_s = time.perf_counter() - tc
-            # host reductions: region mean, max, free and bound amounts
-            amounts = cf @ W                             # (T, S, R)
-            bound = np.zeros_like(amounts) if bf is None else bf @ W
-            vol = W.sum(axis=0)
-            means = amounts / np.where(vol > 0, vol, 1.0)
-            maxes = np.stack([np.where(share[:, r] > 0, cf, -np.inf).max(axis=-1) for r in range(R)], axis=-1)
-            stats = np.stack([means, maxes, amounts, bound], axis=-1)   # (T, S, R, 4)
             glob = np.arange(i, j)
             snap = ((glob + 1) % every == 0) | (glob == len(ts) - 1) | np.isin(glob, map_idx)
-            rec = {"stats": stats, "snap_idx": glob[snap], "snaps": cf[snap].astype(np.float32),
-                   "snaps_b": (bf[snap] if bf is not None else np.zeros((0,))).astype(np.float32)}
+            rows = np.flatnonzero(snap)
+            # region statistics are reduced on the device at every save time; only they and the
+            # snapshot rows that fields.h5 keeps are moved to the host
+            sol = solver.simulate(model, params, t0=t0, t_end=float(ts[j - 1]), save_at=ts[i:j], method=stepper,
+                                  c0=c, b0=b, budget=True, metrics=exposure, metrics0=acc, observe=observer,
+                                  **steps_kw, **carry_h)
+            stats = np.asarray(sol.ys["stats"], float)   # (T_k, S, R, 4)
+            snaps = np.asarray(sol.ys["c"][rows], np.float32)
+            snaps_b = np.asarray(sol.ys["b"][rows], np.float32) if binding else np.zeros((0,), np.float32)
+            if first_chunk_s is None:
+                first_chunk_s = time.perf_counter() - tc
+            rec = {"stats": stats, "snap_idx": glob[snap], "snaps": snaps, "snaps_b": snaps_b}
             records.append(rec)
             pending.append(rec)
             c, b, acc = sol.final, sol.bound, sol.metrics

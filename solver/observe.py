@@ -74,6 +74,30 @@ class Probes(AbstractObserver):
         return jnp.sum(flat[:, self.nodes] * self.weights[None].astype(c.dtype), axis=-1)
 
 
+class RegionStats(AbstractObserver):
+    """(S, R, 4) per factor and region: volume mean (pg/mm^3), largest nodal value among the nodes
+    that touch the region (0 for an empty region), free amount and bound amount (pg), from the region
+    volume per node `weights` (N, R). With `fields=True` the output is a dict {"stats", "c", "b"} that
+    also holds the flat fields (S, N) (b: None without binding), so that a caller can keep the fields
+    on the device and move only the save times it writes (`Solution.ys["c"][rows]`)."""
+
+    weights: jax.Array
+    fields: bool = eqx.field(static=True, default=False)
+
+    def __call__(self, t, state, params):
+        c = state.c.reshape(state.c.shape[0], -1)
+        w = self.weights.astype(c.dtype)
+        vol = jnp.sum(w, axis=0)
+        amounts = c @ w
+        member = self.weights > 0
+        top = jnp.max(jnp.where(member[None], c[:, :, None], -jnp.inf), axis=1)
+        top = jnp.where(jnp.any(member, axis=0)[None], top, 0.0)
+        b = None if state.b is None else state.b.reshape(c.shape)
+        bound = jnp.zeros_like(amounts) if b is None else b @ w
+        stats = jnp.stack([amounts / jnp.where(vol > 0, vol, 1.0), top, amounts, bound], axis=-1)
+        return {"stats": stats, "c": c, "b": b} if self.fields else stats
+
+
 def region_amounts(model: Model) -> RegionAmounts:
     return RegionAmounts(model.space)
 

@@ -321,3 +321,24 @@ def test_error_control_with_other_steppers_by_step_doubling(method):
         assert sol.ok, sol.message
         errs.append(max(rel_err(y, r, w) for y, r in zip(sol.ys, ref.ys)))
     assert errs[0] < 3e-3 and errs[1] < 3e-5 and errs[1] < errs[0] / 10, errs
+
+
+def test_region_stats_observer_reduces_on_the_device_as_the_host_would():
+    """The runner's observer: region means, maxima, free and bound amounts at every save time on the
+    device (equal to NumPy on the saved fields), and the fields themselves only as data to pick rows from."""
+    disc, model, params = every_sink()
+    W = np.asarray(model.space.weights) * np.asarray(model.space.mass_)[:, None]
+    obs = solver.observe.RegionStats(jnp.asarray(W), fields=True)
+    save = [100.0, 300.0, 600.0]
+    sol = solver.simulate(model, params, t_end=600.0, dt=50.0, save_at=save, observe=obs)
+    plain = solver.simulate(model, params, t_end=600.0, dt=50.0, save_at=save)
+    c = np.asarray(plain.ys).reshape(len(save), 1, -1)
+    np.testing.assert_array_equal(np.asarray(sol.ys["c"]), c)
+    vol = W.sum(axis=0)
+    want = np.stack([c @ W / vol, np.stack([c[..., W[:, r] > 0].max(-1) for r in range(W.shape[1])], -1),
+                     c @ W, np.zeros((len(save), 1, W.shape[1]))], axis=-1)
+    np.testing.assert_allclose(np.asarray(sol.ys["stats"]), want, rtol=1e-12, atol=1e-300)
+    assert sol.ys["b"] is None
+    alone = solver.simulate(model, params, t_end=600.0, dt=50.0, save_at=save,
+                            observe=solver.observe.RegionStats(jnp.asarray(W)))
+    np.testing.assert_array_equal(np.asarray(alone.ys), np.asarray(sol.ys["stats"]))
