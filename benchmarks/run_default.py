@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             metrics = json.loads((out / "metrics.json").read_text())
             runs.append({"wall_s": wall, **{k: v for k, v in info["timings"].items()}, "steps": info["steps"],
                          "stages": info["stages"], "stepper": info["stepper"], "status": info["status"],
-                         "budget_closure": {f: v["budget_pg"]["closure"] for f, v in metrics["factors"].items()}})
+                         "budget_closure": {f: v["budget_closure_fraction"] for f, v in metrics["factors"].items()}})
             print(f"run {k + 1}: {wall:.1f} s wall ({info['timings']['geometry_s']:.1f} s geometry, "
                   f"{info['timings']['simulate_s']:.1f} s simulation incl. compile, "
                   f"{info['timings']['outputs_s']:.1f} s outputs); {info['steps']} steps, {info['stepper']}")

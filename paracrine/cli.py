@@ -196,13 +196,14 @@ def _summary(folder) -> str:
           f"{t['geometry_s']:.1f} s geometry, {t['simulate_s']:.1f} s simulation)")
     for f, v in m["factors"].items():
         b = v["budget_pg"]
-        line = f"  {f}: secreted {b.get('secreted', 0):.4g} pg, budget closes to {b['closure']:.1e}"
+        line = f"  {f}: secreted {b.get('secreted', 0):.4g} pg, budget closes to {v['budget_closure_fraction']:.1e}"
         if "border" in v["regions"]:
             r = v["regions"]["border"]
-            line += f"; border zone: peak mean {r['peak_mean']:.4g} pg/mL at {r['peak_mean_time_h']:.1f} h, AUC {r['auc']:.4g} pg/mL h"
-            if "hours_mean_above_threshold" in r:
-                line += (f", {r['hours_mean_above_threshold']:.0f} h above {v['threshold_pg_per_mL']:g} pg/mL, "
-                         f"{100 * r['volume_share_above_threshold_for_exposure']:.1f} % of its volume above it for "
+            line += (f"; border zone: peak mean {r['peak_mean_pg_per_mL']:.4g} pg/mL at {r['peak_mean_time_h']:.1f} h, "
+                     f"AUC {r['auc_pg_per_mL_h']:.4g} pg/mL h")
+            if "mean_above_threshold_h" in r:
+                line += (f", {r['mean_above_threshold_h']:.0f} h above {v['threshold_pg_per_mL']:g} pg/mL, "
+                         f"{100 * r['exposed_volume_fraction']:.1f} % of its volume above it for "
                          f">= {v['exposure_h']:g} h")
         print(line)
     for w in info.get("warnings", []):

@@ -599,6 +599,8 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
                                      "longest_step_s": state.get("h_max", 0.0)}),
                 "status": solver.STATUS_MESSAGES[state["status"]], "chunks": len(chunks),
                 "resumed": bool(resume), "geometry": _geometry_info(geom), "warnings": warnings, "timings": timings}
+    run_info = _plain(run_info)
+    run_info["units"] = report.run_json_units(run_info)   # the unit of every number, by dotted path
     _atomic_text(part / "run.json", json.dumps(run_info, indent=1, default=float))
     shutil.rmtree(ckdir)
     (part / "run-start.json").unlink()
@@ -614,7 +616,7 @@ def closure_warnings(metrics: dict, precision: str) -> list[str]:
     tol = CLOSURE_TOLERANCE[precision]
     out = []
     for f, v in metrics["factors"].items():
-        c = float(v["budget_pg"]["closure"])
+        c = float(v["budget_closure_fraction"] if "budget_closure_fraction" in v else v["budget_pg"]["closure"])
         if not c <= tol:   # NaN too
             out.append(f"{f}: the mass budget closes to {c:.1e} (secreted against decayed, taken up, cleared, "
                        f"through boundaries and left), worse than {tol:.0e} in {precision} precision; the amounts "

@@ -241,7 +241,7 @@ def test_design_cli_ranks_alternatives_and_writes_a_runnable_scenario(tmp_path, 
                      "--precision", "double"]) == 0
     m = json.loads((run_out / "metrics.json").read_text())
     capsys.readouterr()
-    hours = m["factors"]["VEGF"]["regions"]["border"]["hours_mean_above_threshold"]
+    hours = m["factors"]["VEGF"]["regions"]["border"]["mean_above_threshold_h"]
     assert hours == pytest.approx(best["objective"]["exact_at_optimum"][0]["value"], rel=1e-6)
 
 

@@ -177,7 +177,7 @@ def test_medium_bolus_metrics_do_not_depend_on_the_output_interval(tmp_path):
             rows = [r for r in csv.DictReader(fh) if r["factor"] == "VEGF" and r["region"] == "border"]
         t = np.array([0.0] + [float(r["time_h"]) for r in rows])
         frames = np.trapezoid(np.array([0.0] + [float(r["mean_pg_per_mL"]) for r in rows]), t)
-        auc = m[interval]["factors"]["VEGF"]["regions"]["border"]["auc"]
+        auc = m[interval]["factors"]["VEGF"]["regions"]["border"]["auc_pg_per_mL_h"]
         if interval == "1 h":
             assert frames < 0.5 * auc  # what hourly frames made of the bolus
         else:
@@ -190,4 +190,4 @@ def test_medium_bolus_metrics_do_not_depend_on_the_output_interval(tmp_path):
             for key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-9), (f, region, key)
     border = m["1 h"]["factors"]["VEGF"]["regions"]["border"]
-    assert border["peak_mean_time_h"] < 0.5 and border["hours_mean_above_threshold"] > 0
+    assert border["peak_mean_time_h"] < 0.5 and border["mean_above_threshold_h"] > 0

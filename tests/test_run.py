@@ -101,24 +101,24 @@ def test_budget_closes_and_metrics_are_consistent(reference):
     rows = read_csv(out / "regions.csv")
     for f, v in m["factors"].items():
         b = v["budget_pg"]
-        assert b["secreted"] > 0 and b["closure"] < 1e-6, (f, b)
+        assert b["secreted"] > 0 and v["budget_closure_fraction"] < 1e-6, (f, b)
         border = [r for r in rows if r["factor"] == f and r["region"] == "border"]
         means = np.array([0.0] + [float(r["mean_pg_per_mL"]) for r in border])
         t = np.array([0.0] + [float(r["time_h"]) for r in border])
         reg = v["regions"]["border"]
         # metrics are accumulated at every (2-min) step: the hourly frames are a subsample (the 30-min
         # infusion at 2 h falls between them); the every-step check is in test_metrics.py
-        assert reg["auc"] == pytest.approx(np.trapezoid(means, t), rel=0.05)
-        assert reg["peak_mean"] >= means.max() * (1 - 1e-5)  # the CSV holds 6 digits
-        assert reg["peak_max"] >= max(float(r["max_pg_per_mL"]) for r in border) * (1 - 1e-5)
+        assert reg["auc_pg_per_mL_h"] == pytest.approx(np.trapezoid(means, t), rel=0.05)
+        assert reg["peak_mean_pg_per_mL"] >= means.max() * (1 - 1e-5)  # the CSV holds 6 digits
+        assert reg["peak_max_pg_per_mL"] >= max(float(r["max_pg_per_mL"]) for r in border) * (1 - 1e-5)
         assert 0 < reg["peak_mean_time_h"] <= 12 and reg["peak_mean_time_h"] * 30 == pytest.approx(
             round(reg["peak_mean_time_h"] * 30))  # a step end
     vegf = m["factors"]["VEGF"]
     assert vegf["budget_pg"]["degraded_bound"] >= 0 and vegf["budget_pg"]["left_bound"] > 0
-    share = vegf["regions"]["border"]["volume_share_above_threshold_for_exposure"]
+    share = vegf["regions"]["border"]["exposed_volume_fraction"]
     assert 0 <= share <= 1
     # secreted by the cells (closed form, hypoxia-weighted by site) plus the intracoronary infusion
-    assert m["cells"]["retained_at_start"] == pytest.approx(0.136e6, rel=1e-6)
+    assert m["cells"]["retained_at_start_cells"] == pytest.approx(0.136e6, rel=1e-6)
 
 
 def test_fields_xdmf_read_back_by_meshio(reference):
@@ -152,7 +152,7 @@ def test_cells_csv_follows_the_survival_model(reference):
     _, out = reference
     rows = read_csv(out / "cells.csv")
     t = np.array([float(r["time_h"]) for r in rows]) * 3600.0
-    n = np.array([float(r["cells_retained"]) for r in rows])
+    n = np.array([float(r["retained_cells"]) for r in rows])
     kf, ks = math.log(2) / 900.0, math.log(2) / (3.6 * 86400)
     np.testing.assert_allclose(n, 0.136e6 * (0.45 * np.exp(-kf * t) + 0.55 * np.exp(-ks * t)), rtol=1e-6)
 
@@ -236,7 +236,7 @@ def test_voxel_grid_run_writes_hexahedra(tmp_path):
         .replace('maps = ["3 h", "12 h"]', 'maps = ["2 h"]')
     out = runner.run(sc.load(write_scenario(tmp_path, text)), tmp_path / "grid", progress=False, figures=True)
     m = json.loads((out / "metrics.json").read_text())
-    assert all(v["budget_pg"]["closure"] < 1e-9 for v in m["factors"].values())
+    assert all(v["budget_closure_fraction"] < 1e-9 for v in m["factors"].values())
     with meshio.xdmf.TimeSeriesReader(str(out / "fields.xdmf")) as r:
         points, cells = r.read_points_cells()
         assert cells[0].type == "hexahedron"
@@ -290,9 +290,9 @@ def test_error_controlled_run_records_its_steps_and_agrees_with_fixed_steps(tmp_
     a = json.loads((adaptive / "metrics.json").read_text())["factors"]
     f = json.loads((fixed / "metrics.json").read_text())["factors"]
     for fac in ("VEGF", "HGF"):
-        x, y = a[fac]["regions"]["border"]["auc"], f[fac]["regions"]["border"]["auc"]
+        x, y = a[fac]["regions"]["border"]["auc_pg_per_mL_h"], f[fac]["regions"]["border"]["auc_pg_per_mL_h"]
         assert x == pytest.approx(y, rel=2e-3), fac
-        assert a[fac]["budget_pg"]["closure"] < 1e-9
+        assert a[fac]["budget_closure_fraction"] < 1e-9
 
 
 def test_dt_and_rtol_together_are_refused(tmp_path):
