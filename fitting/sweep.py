@@ -38,6 +38,18 @@ def shard_rows(rows: np.ndarray, dtype, *, shard: bool = True):
     return x
 
 
+def to_host(a) -> np.ndarray:
+    """A (possibly sharded) result as one NumPy array on this process. Under `jax.distributed` the
+    member axis spans every process's devices, so each process gathers the other processes' shards
+    (a collective: every process must call it, as every process runs the same program)."""
+    a = jnp.asarray(a) if not isinstance(a, jax.Array) else a
+    if a.is_fully_addressable:
+        return np.asarray(a)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+
 def members(vary: dict, *, zip_values: bool = False) -> np.ndarray:
     """The (M, V) member table of {name: values}: the Cartesian product, or the i-th values together."""
     names = list(vary)
@@ -91,6 +103,6 @@ def ensemble(model, params0, free, values, *, times, dt: float, method="rkl2", o
     x = shard_rows(grid, params0.D.dtype, shard=shard)
     ys, budget, status, acc = _program(model, params0, free, x, observe, metrics, times, float(dt), stepper)
     spread = len(status.sharding.device_set)
-    cut = lambda a: np.asarray(a)[:M]  # noqa: E731 - drop the padding
+    cut = lambda a: to_host(a)[:M]  # noqa: E731 - drop the padding
     return {"ys": jax.tree.map(cut, ys), "budget": {k: cut(v) for k, v in budget.items()}, "status": cut(status),
             "metrics": None if acc is None else {k: cut(v) for k, v in acc.items()}, "devices": spread}
