@@ -13,6 +13,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="paracrine",
         description="Reaction-diffusion of factors secreted by cells injected into the infarcted heart.")
     ap.add_argument("--version", action="version", version=f"paracrine {__version__}")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (debug notes)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run a scenario file (default: the built-in rat LAD scenario) into a run folder",
                          description="Runs SCENARIO (TOML with units; without it the built-in default: a rat LV with "
@@ -62,6 +64,9 @@ def main(argv=None) -> int:
     if args.command is None:
         ap.print_help()
         return 0
+    from .logs import configure
+
+    configure(-1 if args.quiet else args.verbose)
     try:
         return _dispatch(args)
     except OSError as err:   # a folder or file that cannot be written or read: one line, no traceback
@@ -206,8 +211,10 @@ def _summary(folder) -> str:
                          f"{100 * r['exposed_volume_fraction']:.1f} % of its volume above it for "
                          f">= {v['exposure_h']:g} h")
         print(line)
+    from .logs import logger
+
     for w in info.get("warnings", []):
-        print(f"paracrine run: warning: {w}", file=sys.stderr)
+        logger("run").warning(w)
     return info["status"]
 
 

@@ -35,6 +35,9 @@ from . import estimate as E
 from . import report
 from .build import _region_share, build, make_geometry
 from .scenario import Scenario, ScenarioError, loads, save_times
+from .logs import logger
+
+LOG = logger("run")
 
 DAY = 86400.0
 STATE_KEYS = ("c", "b", "metrics", "budget", "steps", "stages", "limited", "chunk", "status")
@@ -79,8 +82,8 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def note(msg: str) -> None:
-    """A note or warning of `paracrine run` on stderr."""
-    print(f"paracrine run: {msg}", file=sys.stderr, flush=True)
+    """A note of `paracrine run` (INFO of the `paracrine.run` logger: on stderr unless -q)."""
+    LOG.info(msg)
 
 
 def _geometry_arrays(geom, sites) -> dict:
@@ -553,6 +556,8 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
             state["limited"] = np.asarray(state["limited"]) + np.asarray(sol.stats["limited"], float)
             state["status"] = state["status"] or int(sol.status)   # the first failure is the one to report
             state["chunk"] = ci + 1
+            LOG.debug(f"chunk {ci + 1} of {len(chunks)}: {t0 / 3600:.4g}-{float(ts[j - 1]) / 3600:.4g} h, "
+                      f"{int(sol.stats['steps'])} steps, {time.perf_counter() - tc:.2f} s")
             if bar is not None:
                 bar.update(float(ts[j - 1] - t0) / 3600.0)
                 bar.set_postfix_str(f"{state['steps'] / max(time.perf_counter() - t_sim, 1e-9):.0f} steps/s")

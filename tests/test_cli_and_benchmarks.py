@@ -108,3 +108,29 @@ def test_fit_and_sweep_keep_a_partial_folder_they_did_not_create(tmp_path, capsy
     err = capsys.readouterr().err
     assert "out.partial exists" in err and (keep / "mine.txt").read_text() == "keep me"
     assert not (tmp_path / "out").exists()
+
+
+def test_quiet_and_verbose(tmp_path, capsys):
+    """-q keeps notes off stderr (warnings stay), -v adds debug lines; the paracrine logger carries both."""
+    import logging
+
+    from paracrine import logs
+    from paracrine.cli import main
+
+    try:
+        log = logs.logger("run")
+        for verbosity, shown in ((-1, ["warning"]), (0, ["note", "warning"]), (1, ["debug", "note", "warning"])):
+            logs.configure(verbosity)
+            log.debug("d")
+            log.info("n")
+            log.warning("w")
+            err = capsys.readouterr().err.splitlines()
+            want = {"debug": "paracrine run: debug: d", "note": "paracrine run: n", "warning": "paracrine run: warning: w"}
+            assert err == [want[k] for k in ("debug", "note", "warning") if k in shown], (verbosity, err)
+        # the CLI's flags set the level before a command runs
+        assert main(["-q", "run", "--print-default"]) == 0
+        assert logs.LOG.level == logging.WARNING
+        assert main(["-v", "run", "--print-default"]) == 0
+        assert logs.LOG.level == logging.DEBUG
+    finally:
+        logs.configure(0)
