@@ -217,6 +217,40 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, tmp_path):
     _compare_runs(ref, out)
 
 
+@pytest.mark.parametrize("at", ["write_fields", pytest.param("metrics", marks=pytest.mark.slow),
+                                pytest.param("plot_all", marks=pytest.mark.slow)])
+def test_sigkill_during_the_final_writes_leaves_no_complete_looking_folder(reference, tmp_path, at):
+    """SIGKILL while the outputs are written (in the middle of fields.h5, after metrics.json, in the
+    figures): only OUT.partial exists, and --resume finishes it to the uninterrupted result."""
+    path, ref = reference
+    out = tmp_path / "killed"
+    code = f"""
+import os, signal, sys
+from paracrine import report
+from paracrine.cli import main
+real = getattr(report, {at!r})
+def dying(*args, **kw):
+    result = real(*args, **kw) if {at!r} != "write_fields" else None
+    if {at!r} == "write_fields":   # part of the file written, then killed
+        with open(args[0].with_suffix(".h5"), "wb") as f:
+            f.write(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+setattr(report, {at!r}, dying)
+sys.exit(main(["run", {str(path)!r}, "--out", {str(out)!r}, "--precision", "double", "--device", "cpu",
+               "--progress", "off"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=400)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    part = runner.partial_dir(out)
+    assert part.is_dir() and not out.exists()  # never a folder without .partial
+    done = subprocess.run([sys.executable, "-m", "paracrine", "run", "--resume", str(out), "--precision", "double",
+                           "--device", "cpu", "--progress", "off"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=400)
+    assert done.returncode == 0, done.stderr
+    assert out.is_dir() and not part.exists()
+    _compare_runs(ref, out)
+
+
 def test_cli_reports_scenario_errors(tmp_path, capsys):
     from paracrine.cli import main
 
