@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     from . import designcmd
 
     designcmd.add_parser(sub)
+    from . import compare
+
+    compare.add_parser(sub)
     mesh = sub.add_parser("mesh", help="generate (or read) a geometry, summarise it and write it with a picture",
                           description="A truncated-ellipsoid LV with an infarct (default), a mesh file (--input) "
                                       "or an EMIDEC label image (--labels); writes mesh.vtu or grid.npz, "
@@ -115,6 +118,10 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "run":
         return _run(args)
+    if args.command == "compare":
+        from . import compare
+
+        return compare.run(args)
     if args.command == "design":
         from . import designcmd
 
