@@ -183,3 +183,283 @@ def read_labels(path, *, spacing=None, border_width: float = 1.0) -> Grid:
         return from_labels(labels, spacing, origin=origin, border_width=border_width)
     except GeometryError as err:
         raise GeometryError(f"{path}: {err}") from None
+
+
+# ---------- VTK image data (.vti): ParaView opens it; geometry.read reads it back ----------
+
+_VTK_TYPES = {"Int8": "<i1", "UInt8": "<u1", "Int16": "<i2", "UInt16": "<u2", "Int32": "<i4", "UInt32": "<u4",
+              "Int64": "<i8", "UInt64": "<u8", "Float32": "<f4", "Float64": "<f8"}
+#: the cell array of region labels that write_vti writes
+VTI_ARRAY = "region"
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_npz(path, grid: Grid) -> Path:
+    """The grid.npz of `paracrine mesh`: labels, spacing, origin and the region names (JSON)."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, labels=grid.labels, spacing=grid.spacing, origin=grid.origin,
+                        names=json.dumps(grid.region_names))
+    return _atomic_write(Path(path), buf.getvalue())
+
+
+def write_vti(path, grid: Grid) -> Path:
+    """Write a Grid as VTK XML image data (.vti), atomically.
+
+    The voxels are the image's cells: WholeExtent 0..n per axis, Origin the corner of voxel 0
+    (the Grid's origin is its centre), Spacing in mm; CellData array "region" (Int32, zlib
+    compressed, 0 = not tissue) and the region names as FieldData arrays name -> label. A 2-D
+    grid has extent 0 0 in z (a flat image).
+    """
+    import base64
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    n = list(grid.shape) + [0] * (3 - grid.dim)
+    h = list(grid.spacing) + [1.0] * (3 - grid.dim)
+    corner = [o - s / 2 for o, s in zip(grid.origin, grid.spacing)] + [0.0] * (3 - grid.dim)
+    extent = " ".join(f"0 {k}" for k in n)
+    root = ET.Element("VTKFile", type="ImageData", version="1.0", byte_order="LittleEndian", header_type="UInt64",
+                      compressor="vtkZLibDataCompressor")
+    image = ET.SubElement(root, "ImageData", WholeExtent=extent, Origin=" ".join(repr(float(v)) for v in corner),
+                          Spacing=" ".join(repr(float(v)) for v in h))
+    fd = ET.SubElement(image, "FieldData")
+    for name, label in grid.region_names.items():
+        e = ET.SubElement(fd, "DataArray", type="Int32", Name=name, NumberOfTuples="1", format="ascii")
+        e.text = str(int(label))
+    piece = ET.SubElement(image, "Piece", Extent=extent)
+    ET.SubElement(piece, "PointData")
+    cd = ET.SubElement(piece, "CellData", Scalars=VTI_ARRAY)
+    raw = np.ascontiguousarray(grid.labels.ravel(order="F").astype("<i4")).tobytes()  # x fastest
+    packed = zlib.compress(raw, 6)
+    header = np.array([1, len(raw), len(raw), len(packed)], "<u8").tobytes()
+    e = ET.SubElement(cd, "DataArray", type="Int32", Name=VTI_ARRAY, NumberOfComponents="1", format="binary",
+                      RangeMin=str(int(grid.labels.min())), RangeMax=str(int(grid.labels.max())))
+    e.text = (base64.b64encode(header) + base64.b64encode(packed)).decode("ascii")
+    ET.indent(root)
+    text = b'<?xml version="1.0"?>\n' + ET.tostring(root, encoding="utf-8") + b"\n"
+    return _atomic_write(path, text)
+
+
+class _Stream:
+    """Bytes of one DataArray: inline base64 text, or appended data (raw or base64) from an offset."""
+
+    def __init__(self, data: bytes, b64: bool):
+        self.data, self.b64, self.pos = data, b64, 0
+
+    def take(self, n: int) -> bytes:
+        import base64
+
+        if not self.b64:
+            out = self.data[self.pos:self.pos + n]
+            self.pos += n
+        else:
+            chars = -(-n // 3) * 4
+            out = base64.b64decode(self.data[self.pos:self.pos + chars])[:n]
+            self.pos += chars
+        if len(out) < n:
+            raise ValueError(f"the data ends after {len(out)} of {n} bytes")
+        return out
+
+    def peek(self, n: int) -> bytes:
+        pos = self.pos
+        out = self.take(n)
+        self.pos = pos
+        return out
+
+
+def _decompress(block: bytes, compressor: str) -> bytes:
+    if compressor == "vtkZLibDataCompressor":
+        return zlib.decompress(block)
+    if compressor == "vtkLZMADataCompressor":
+        import lzma
+
+        return lzma.decompress(block)
+    raise ValueError(f"compressor {compressor!r} is not supported (allowed: none, vtkZLibDataCompressor, "
+                     "vtkLZMADataCompressor); save it again without compression or with ZLib")
+
+
+def _array_bytes(stream: _Stream, head: str, compressor: str | None) -> bytes:
+    hb = 8 if head == "UInt64" else 4
+    ht = "<u8" if hb == 8 else "<u4"
+    if not compressor:
+        if stream.b64 and hb % 3 and not stream.data[stream.pos:stream.pos + -(-hb // 3) * 4].endswith(b"="):
+            # header and data base64-encoded together (as VTK writes uncompressed binary)
+            n = int(np.frombuffer(stream.peek(hb), ht)[0])
+            return stream.take(hb + n)[hb:]
+        n = int(np.frombuffer(stream.take(hb), ht)[0])
+        return stream.take(n)
+    k = int(np.frombuffer(stream.peek(hb), ht)[0])   # the number of compressed blocks
+    words = np.frombuffer(stream.take((3 + k) * hb), ht).astype(np.int64)
+    packed = stream.take(int(words[3:].sum()))
+    out, at = [], 0
+    for c in words[3:]:
+        out.append(_decompress(packed[at:at + int(c)], compressor))
+        at += int(c)
+    return b"".join(out)
+
+
+def read_vti(path, *, regions=None, tags: str | None = None) -> Grid:
+    """A Grid from a VTK XML image (.vti): a CellData array of labels (voxels are cells) or a PointData
+    array (voxels are points), ASCII, binary or appended (raw or base64), uncompressed or compressed
+    with zlib or lzma. `tags` names the array (default: the only integer array, "region" if there
+    are several); `regions` maps names to its values as for meshes (voxels whose value is in no region
+    become background, named in a warning; 0 is background). Without `regions` the names are the
+    FieldData arrays name -> label that write_vti writes, or "tissue<label>"."""
+    import warnings
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    validate.input_file(path, "VTK image")
+    validate.sniff(path, "vti")
+    raw = path.read_bytes()
+    appended = b""
+    cut = raw.find(b"<AppendedData")
+    if cut >= 0:
+        body = raw[cut:]
+        start = body.find(b"_", body.find(b">") + 1)
+        stop = body.rfind(b"</AppendedData>")
+        encoding = b'encoding="base64"' in body[:body.find(b">")]
+        appended = body[start + 1:stop if stop > 0 else len(body)]
+        if encoding:
+            appended = appended.strip()
+        raw = raw[:cut] + b"</ImageData></VTKFile>" if b"</ImageData>" not in raw[:cut] else raw[:cut] + b"</VTKFile>"
+    else:
+        encoding = False
+
+    def bad(why: str) -> GeometryError:
+        return GeometryError(f"{path}: cannot be read as a VTK image (.vti): {why}")
+
+    try:
+        root = ET.fromstring(raw)
+    except ET.ParseError as err:
+        raise bad(f"not well-formed XML ({err})") from None
+    if root.get("type") != "ImageData" or root.find("ImageData") is None:
+        raise bad(f"the VTKFile holds {root.get('type')!r}, not ImageData; allowed: a .vti image (for an unstructured "
+                  "grid, use .vtu)")
+    image = root.find("ImageData")
+    pieces = image.findall("Piece")
+    if len(pieces) != 1:
+        raise bad(f"{len(pieces)} pieces; allowed: one Piece (merge the pieces in ParaView: Merge Blocks)")
+    head = root.get("header_type", "UInt32")
+    compressor = root.get("compressor")
+    if root.get("byte_order", "LittleEndian") != "LittleEndian":
+        raise bad("byte_order BigEndian; allowed: LittleEndian")
+    try:
+        ext = [int(v) for v in image.get("WholeExtent", "").split()]
+        origin = [float(v) for v in image.get("Origin", "0 0 0").split()]
+        spacing = [float(v) for v in image.get("Spacing", "1 1 1").split()]
+        if len(ext) != 6 or len(origin) != 3 or len(spacing) != 3:
+            raise ValueError("WholeExtent needs 6 integers, Origin and Spacing 3 numbers")
+    except ValueError as err:
+        raise bad(f"WholeExtent {image.get('WholeExtent')!r}, Origin {image.get('Origin')!r}, Spacing "
+                  f"{image.get('Spacing')!r}: {err}") from None
+    direction = image.get("Direction")
+    if direction is not None and [float(v) for v in direction.split()] != [1, 0, 0, 0, 1, 0, 0, 0, 1]:
+        raise bad(f"Direction {direction!r} is not the identity; allowed: axis-aligned images (resample it)")
+    def decode(e) -> np.ndarray:
+        vtype = e.get("type")
+        if vtype not in _VTK_TYPES:
+            raise ValueError(f"type {vtype!r}; allowed: {sorted(_VTK_TYPES)}")
+        dtype = np.dtype(_VTK_TYPES[vtype])
+        fmt = e.get("format", "ascii")
+        if fmt == "ascii":
+            return np.array((e.text or "").split(), dtype=float if dtype.kind == "f" else np.int64)
+        if fmt == "binary":
+            stream = _Stream((e.text or "").strip().encode("ascii"), True)
+        elif fmt == "appended":
+            stream = _Stream(appended, encoding)
+            stream.pos = int(e.get("offset", "0"))
+        else:
+            raise ValueError(f"format {fmt!r}; allowed: ascii, binary or appended")
+        return np.frombuffer(_array_bytes(stream, head, compressor), dtype)
+
+    fd = image.find("FieldData")
+    names = {}
+    for e in ([] if fd is None else fd.findall("DataArray")):
+        if e.get("NumberOfTuples", "1") == "1" and e.get("type", "").startswith(("Int", "UInt")):
+            try:
+                vals = decode(e)
+            except (ValueError, TypeError, zlib.error, OSError):
+                continue  # field data other than region names
+            if vals.size == 1 and e.get("Name"):
+                names[e.get("Name")] = int(vals[0])
+    found = {}
+    for where in ("CellData", "PointData"):
+        sec = pieces[0].find(where)
+        for e in ([] if sec is None else sec.findall("DataArray")):
+            found[e.get("Name")] = (where, e)
+    if not found:
+        raise bad("no CellData or PointData array; allowed: an image with an integer array of region labels")
+    if tags is None:
+        ints = [k for k, (_, e) in found.items() if e.get("type", "").startswith(("Int", "UInt"))]
+        if len(ints) == 1 or VTI_ARRAY in ints:
+            tags = ints[0] if len(ints) == 1 else VTI_ARRAY
+        else:
+            listed = ", ".join(f"{k!r} ({e.get('type')})" for k, (_, e) in found.items())
+            raise bad(f"{'no integer array' if not ints else f'{len(ints)} integer arrays'} among {listed}: which "
+                      "holds the regions? allowed: name it with tags (geometry.tags, --tags)")
+    if tags not in found:
+        raise bad(f"no array {tags!r} (tags = {tags!r}); the image's arrays: {sorted(found)}")
+    where, e = found[tags]
+    vtype = e.get("type")
+    if vtype not in _VTK_TYPES or int(e.get("NumberOfComponents", "1")) != 1:
+        raise bad(f"array {tags!r} is {vtype} with {e.get('NumberOfComponents', '1')} components; allowed: one "
+                  "integer (or whole-number) value per voxel")
+    try:
+        values = decode(e)
+    except (ValueError, TypeError, zlib.error, OSError) as err:
+        raise bad(f"array {tags!r}: {' '.join(str(err).split())[:200]}") from None
+    n = [ext[2 * a + 1] - ext[2 * a] for a in range(3)]
+    if where == "PointData":
+        n = [k + 1 for k in n]
+    else:
+        n = [max(k, 1) for k in n]
+    keep = [a for a in range(3) if ext[2 * a + 1] > ext[2 * a]]
+    if len(keep) < 2:
+        raise bad(f"WholeExtent {ext} spans {len(keep)} axes; allowed: a 2-D or 3-D image")
+    if values.size != int(np.prod(n)):
+        raise bad(f"array {tags!r} has {values.size} values for {' x '.join(map(str, n))} "
+                  f"{'cells' if where == 'CellData' else 'points'}")
+    try:
+        labels = validate.integer_tags(values, tags).reshape(n, order="F")
+    except GeometryError as err:
+        raise GeometryError(f"{path}: {err}") from None
+    labels = labels.reshape([n[a] for a in keep], order="F") if len(keep) < 3 else labels
+    h = np.array([spacing[a] for a in keep])
+    o = np.array([origin[a] + ext[2 * a] * spacing[a] for a in keep])
+    if where == "CellData":
+        o = o + h / 2   # the Grid's origin is the centre of voxel 0
+    try:
+        if regions is not None:
+            rmap = validate.region_map(regions)
+            lab, rn, note = validate.apply_region_map(labels, rmap, what="voxels", background=0,
+                                                     array=tags)
+            if note:
+                warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
+            return Grid(lab, h, o, rn)
+        if (labels < 0).any():
+            raise GeometryError(f"array {tags!r} holds negative labels ({int(labels.min())}); allowed: labels >= 0 "
+                                "(0 = not tissue), or a region map")
+        present = sorted(int(v) for v in np.unique(labels) if v)
+        rn = {k: v for k, v in names.items() if v in present}
+        rn.update({f"tissue{v}": v for v in present if v not in rn.values()} if rn else {})
+        return Grid(labels, h, o, rn or None)
+    except GeometryError as err:
+        raise GeometryError(f"{path}: {err}") from None

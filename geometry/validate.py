@@ -112,6 +112,8 @@ _MAGIC = {
     "gmsh22": ((b"$MeshFormat",), "a Gmsh mesh (.msh, format 2.2 or 4.1, ASCII or binary, starting with $MeshFormat)"),
     "vtu": ((b"<?xml", b"<VTKFile"), "a VTK XML unstructured grid (.vtu, starting with <?xml or <VTKFile)"),
     "xdmf": ((b"<?xml", b"<Xdmf"), "an XDMF file (.xdmf, XML starting with <?xml or <Xdmf, data in an .h5 next to it)"),
+    "vtk": ((b"# vtk DataFile",), "a legacy VTK file (.vtk, starting with '# vtk DataFile')"),
+    "vti": ((b"<?xml", b"<VTKFile"), "a VTK XML image (.vti, starting with <?xml or <VTKFile)"),
 }
 
 
@@ -131,7 +133,7 @@ def sniff(path: Path, fmt: str) -> None:
         binary = sum(b < 9 or 13 < b < 32 or b > 126 for b in head) > len(head) // 10
         what = "binary data" if binary else f"text starting {start[:24].decode('ascii', 'replace')!r}"
         raise GeometryError(f"{path}: meshio could not read it as {desc}: the file holds {what}; give a mesh file "
-                            "whose suffix matches its format (.msh, .vtu or .xdmf)")
+                            "whose suffix matches its format (e.g. .msh, .vtu, .vtk, .xdmf, .vti)")
 
 
 def vtu_counts(path: Path) -> tuple[int, int] | None:
@@ -295,3 +297,95 @@ def nonmanifold_facets(s: np.ndarray, n_nodes: int) -> None:
         f"{facet} with nodes {nodes.tolist()} is shared by {len(owners)} cells {owners} "
         f"({_n(len(bad), 'such ' + facet)} in all); in a conforming mesh a {facet} belongs to one cell (on the "
         f"boundary) or two: the {cell} overlap or meet in a fin. Remove the overlapping cells or remesh the volume")
+
+
+# ---------- region maps: cell tags of a file -> named regions ----------
+
+def region_map(regions, where: str = "regions") -> dict[str, tuple[int, ...]]:
+    """Check a region map {name: tag or [tags]}: names non-empty text, tags integers >= 0, no tag in two
+    regions. Returns name -> tuple of tags, in the order given."""
+    if not isinstance(regions, dict) or not regions:
+        raise GeometryError(f"{where} = {regions!r}; allowed: a table {{region name = tag or [tags]}} of integer cell "
+                            "tags, e.g. {remote = 1, border = 2, core = 3}")
+    out: dict[str, tuple[int, ...]] = {}
+    owner: dict[int, str] = {}
+    for name, val in regions.items():
+        if not isinstance(name, str) or not name.strip():
+            raise GeometryError(f"{where}: region name {name!r}; allowed: non-empty text")
+        vals = list(val) if isinstance(val, (list, tuple)) else [val]
+        ok = bool(vals) and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 0
+                                for v in vals)
+        if not ok:
+            raise GeometryError(f"{where}.{name} = {val!r}; allowed: an integer cell tag >= 0 or a non-empty list of "
+                                "them (the values of the file's tag array), e.g. 2 or [2, 4]")
+        for v in vals:
+            if int(v) in owner:
+                raise GeometryError(f"{where}: tag {int(v)} is given to both {owner[int(v)]!r} and {name!r}; allowed: "
+                                    "each tag in one region")
+            owner[int(v)] = name
+        out[name] = tuple(int(v) for v in vals)
+    return out
+
+
+def integer_tags(values, name: str) -> np.ndarray:
+    """A tag array as integers: integer dtype, or floats that are all whole numbers; else refused."""
+    a = np.asarray(values)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise GeometryError(f"tag array {name!r} has shape {a.shape} ({a.shape[-1]} components per cell); allowed: one "
+                            "integer per cell")
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.int64)
+    if np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.bool_):
+        bad = ~np.isfinite(a) | (a != np.round(a)) if a.dtype.kind == "f" else np.zeros(a.shape, bool)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise GeometryError(f"tag array {name!r} holds {a.dtype} values that are not integers: cell {k} has "
+                                f"{a[k]!r} ({int(bad.sum())} such cells); allowed: integer tags (one per cell)")
+        return a.astype(np.int64)
+    raise GeometryError(f"tag array {name!r} holds {a.dtype} values; allowed: integer tags (one per cell)")
+
+
+def apply_region_map(tags: np.ndarray, regions: dict[str, tuple[int, ...]], *, what: str = "cells",
+                     background: int | None = None, where: str = "regions", array: str = "tags"):
+    """Labels 1..k (the regions in order) for integer `tags`; 0 where a tag is in no region.
+
+    Refused: a region none of whose tags occurs. Returned with the labels and names: a warning text
+    naming the tags that occur in no region and how many `what` each has (None if there are none);
+    `background` (0 for a voxel image) is not counted as unused."""
+    values, counts = np.unique(tags, return_counts=True)
+    present = dict(zip(values.tolist(), counts.tolist()))
+    census = ", ".join(f"{v} ({c} {what})" for v, c in list(present.items())[:12]) + (", ..." if len(present) > 12
+                                                                                        else "")
+    labels = np.zeros(tags.shape, np.int64)
+    names = {}
+    for k, (name, tt) in enumerate(regions.items(), start=1):
+        if not any(t in present for t in tt):
+            given = tt[0] if len(tt) == 1 else list(tt)
+            raise GeometryError(f"{where}.{name} = {given}: no {what[:-1] if what.endswith('s') else what} has "
+                                f"{'this tag' if len(tt) == 1 else 'any of these tags'}, so region {name!r} would "
+                                f"be empty; the values of the file's {array!r} array: {census}; allowed: tags present in the file (or drop "
+                                "the region)")
+        labels[np.isin(tags, tt)] = k
+        names[name] = k
+    used = {t for tt in regions.values() for t in tt}
+    unused = [(v, c) for v, c in present.items() if v not in used and v != background]
+    note = None
+    if unused:
+        listed = ", ".join(f"{v} ({c} {what})" for v, c in unused)
+        note = (f"values of the {array!r} array in no region of the region map: {listed}; these {what} are left out of the geometry (add the "
+                f"tags to a region to keep them)")
+    return labels, names, note
+
+
+def border_band(spacing: float, border_width: float, *, spacing_key: str = "grid spacing",
+                width_key: str = "border_width", default: bool = False) -> None:
+    """Refuse a voxel LV whose border band is narrower than a voxel: no voxel centre but the core's own
+    lies within `border_width` of the core, so the border zone would be empty (default: the width
+    is the default one, a third of the wall)."""
+    if border_width > 0 and border_width < spacing * (1 - 1e-9):
+        raise GeometryError(
+            f"{width_key} {border_width:g} mm{' (the default, a third of the wall)' if default else ''} is narrower than a voxel ({spacing_key} {spacing:g} mm): no voxel "
+            f"outside the infarct lies within it of the infarct, so the grid would have no border zone; allowed: "
+            f"{width_key} >= {spacing:g} mm, or a {spacing_key} <= {border_width:g} mm (or a tetrahedral mesh)")

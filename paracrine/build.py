@@ -99,7 +99,8 @@ def make_geometry(scenario: Scenario):
                                      **kw, **refine)
     elif g["kind"] == "file":
         # a 3-D tetrahedral mesh, its coordinates in geometry.length_unit (scaled to mm)
-        geom = geometry.read(g["path"], length_unit=g.get("length_unit", "mm"), dim=3)
+        geom = geometry.read(g["path"], length_unit=g.get("length_unit", "mm"), dim=3, regions=g.get("regions"),
+                             tags=g.get("tags"))
     else:
         geom = geometry.read_labels(g["path"], spacing=g["spacing"], border_width=g["border_width"])
     disc = geometry.discretise(geom)

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_parser(sub)
     mesh = sub.add_parser("mesh", help="generate (or read) a geometry, summarise it and write it with a picture",
                           description="A truncated-ellipsoid LV with an infarct (default), a mesh file (--input) "
-                                      "or an EMIDEC label image (--labels); writes mesh.vtu or grid.npz, "
+                                      "or an EMIDEC label image (--labels); writes mesh.vtu or grid.npz and grid.vti, "
                                       "summary.json and sections.png into --out.")
     mesh.add_argument("--species", default="rat", help="reference, mouse, rat, pig or human (default rat)")
     mesh.add_argument("--size", type=float, help="tetrahedral mesh edge length (mm)")
@@ -54,7 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     mesh.add_argument("--territory", default="LAD", help="LAD, LAD+, RCA, LCx or none (default LAD)")
     mesh.add_argument("--transmural", type=float, default=1.0, help="infarct extent from the endocardium (0-1]")
     mesh.add_argument("--border-width", type=float, default=None, help="border-zone band (mm; default wall / 3)")
-    mesh.add_argument("--input", help="a mesh file (.msh, .vtu, .xdmf) to summarise instead")
+    mesh.add_argument("--input", help="a mesh file (.msh, .vtu, .vtk, .xdmf, .med, .inp, ... any volume mesh meshio "
+                                      "reads) or a grid (.vti, grid.npz) to summarise instead")
+    mesh.add_argument("--length-unit", choices=["mm", "cm", "m", "um"],
+                      help="with --input: the unit of the file's coordinates (default mm)")
+    mesh.add_argument("--regions", metavar="NAME=TAG,...",
+                      help="with --input: region map from the file's cell tags, e.g. \"remote=1,border=2,core=3\" "
+                           "(several tags: border=2+4); tags in no region are left out, with a warning")
+    mesh.add_argument("--tags", metavar="ARRAY", help="with --input: the cell-data array holding the tags (default: "
+                                                      "gmsh physical groups, or the only integer cell array)")
     mesh.add_argument("--labels", help="an EMIDEC label image (.npy, .npz, .nii[.gz]) instead")
     mesh.add_argument("--out", default="mesh", help="output folder (new or empty; default ./mesh)")
     mesh.add_argument("--force", action="store_true", help="mesh even when the estimate is above the node limit")

@@ -70,8 +70,14 @@ GEOMETRY_KEYS = {
     "grid_spacing": "voxel spacing instead of a mesh (length)",
     "refine": "mesh size at point injection sites (length; default none)",
     "refine_radius": "radius of the refined ball around each site (length; default 4 x refine)",
-    "file": "a mesh file (.msh, .vtu, .xdmf) instead of the generated LV (path relative to the scenario)",
+    "file": "a mesh file instead of the generated LV (path relative to the scenario): any volume mesh meshio reads "
+            "(.msh, .vtu, .vtk, .xdmf, .med, .inp, ...), or a voxel grid (.vti, or the grid.npz of paracrine mesh)",
     "length_unit": "with file: the unit of the mesh file's coordinates, mm (default), cm, m or um",
+    "tags": "with file: the name of the integer cell-data array holding the region tags (default: gmsh physical "
+            "groups, or the file's only integer cell array)",
+    "regions": "with file: region map {name = tag or [tags]} from the tag array's values, e.g. {remote = 1, border "
+               "= 2, core = 3} (default: gmsh physical names); cells whose tag is in no region are left out, with a "
+               "warning",
     "labels": "an EMIDEC label image (.npy, .npz, .nii) instead (path relative to the scenario)",
     "spacing": "voxel spacing of the label image (length)",
     "operator": "diffusion operator on tetrahedra: \"p1\" (default) or \"m-matrix\" (negative couplings of "
@@ -257,7 +263,7 @@ def _geometry(rd: Reader, g, base: Path):
         raise rd.error("geometry", ": give at most one of file or labels")
     if kinds:
         kind = kinds[0]
-        only = {"file": {"file", "operator", "length_unit"},
+        only = {"file": {"file", "operator", "length_unit", "tags", "regions"},
                 "labels": {"labels", "spacing", "border_width", "operator"}}[kind]
         extra = sorted(set(g) - only)
         if extra:
@@ -269,13 +275,18 @@ def _geometry(rd: Reader, g, base: Path):
         if not path.is_file():
             what = "not a regular file" if path.exists() else "no such file"
             raise rd.error(f"geometry.{kind}", f" = {g[kind]!r}: {what} ({path})")
-        unit = None
+        unit = region_map = tags = None
         if kind == "file":
             unit = rd.choice(g.get("length_unit", "mm"), "geometry.length_unit", LENGTH_UNITS)
+            region_map, tags = _region_map(rd, g)
         try:
             if kind == "file":
-                geom = geometry.read(path, length_unit=unit, dim=3)
+                geom = geometry.read(path, length_unit=unit, dim=3, regions=region_map, tags=tags)
                 out = {"kind": "file", "path": str(path.resolve()), "length_unit": unit}
+                if region_map is not None:
+                    out["regions"] = region_map
+                if tags is not None:
+                    out["tags"] = tags
             else:
                 spacing = None if "spacing" not in g else rd.quantity(g["spacing"], "geometry.spacing", "length", strict=True)
                 bw = rd.quantity(g.get("border_width", "1 mm"), "geometry.border_width", "length")
@@ -292,6 +303,10 @@ def _geometry(rd: Reader, g, base: Path):
                                                        f"matching {NAME_PATTERN}: rename it in the file")
         out["operator"] = operator
         return out, tuple(geom.region_names), boundaries
+    for key in ("tags", "regions"):
+        if key in g:
+            raise rd.error(f"geometry.{key}", f" = {show(g[key])}: only with geometry.file (the region tags of a mesh "
+                                              "file); the generated LV names its regions remote, border and core")
     if "length_unit" in g:
         raise rd.error("geometry.length_unit", f" = {show(g['length_unit'])}: only with geometry.file (the unit of a "
                                                "mesh file's coordinates); the generated LV and label images use "
@@ -334,6 +349,12 @@ def _geometry(rd: Reader, g, base: Path):
     if h > wall:
         raise rd.error("geometry.mesh_size" if out["mesh_size"] else "geometry.grid_spacing",
                        f" = {h:g} mm is thicker than the wall ({wall:g} mm); allowed: <= the wall thickness")
+    if out["grid_spacing"] and territory is not None:
+        try:
+            geometry.validate.border_band(out["grid_spacing"], bw, spacing_key="geometry.grid_spacing",
+                                          width_key="geometry.border_width", default="border_width" not in g)
+        except geometry.GeometryError as err:
+            raise rd.error("geometry.border_width", str(err).removeprefix("geometry.border_width")) from None
     out["refine"] = None if "refine" not in g else rd.quantity(g["refine"], "geometry.refine", "length", strict=True)
     if out["refine"] is not None and (out["mesh_size"] is None or out["refine"] > out["mesh_size"]):
         raise rd.error("geometry.refine", f" = {show(g['refine'])}; allowed: with mesh_size, and <= mesh_size")
@@ -342,6 +363,36 @@ def _geometry(rd: Reader, g, base: Path):
     regions = ("remote",) if territory is None else LV_REGIONS
     boundaries = LV_BOUNDARIES if out["mesh_size"] else ()
     return out, regions, boundaries
+
+
+def _region_map(rd: Reader, g: dict):
+    """geometry.regions {name = tag or [tags]} and geometry.tags (an array name), checked."""
+    tags = g.get("tags")
+    if tags is not None and (not isinstance(tags, str) or not tags.strip() or len(tags) > 200):
+        raise rd.error("geometry.tags", f" = {show(tags)}; allowed: the name of the mesh file's integer cell-data "
+                                        "array (text), e.g. \"region\"")
+    if "regions" not in g:
+        return None, tags
+    r = g["regions"]
+    if not isinstance(r, dict) or not r:
+        raise rd.error("geometry.regions", f" = {show(r)}; allowed: a table {{name = tag or [tags]}} of integer cell "
+                                           "tags, e.g. {remote = 1, border = 2, core = 3}")
+    out: dict = {}
+    seen: dict = {}
+    for name, val in r.items():
+        rd.name(name, f"geometry.regions.{name}", "region name")
+        vals = val if isinstance(val, list) else [val]
+        if not vals or len(vals) > 1000 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                   for v in vals):
+            raise rd.error(f"geometry.regions.{name}", f" = {show(val)}; allowed: an integer tag >= 0 of the mesh "
+                                                       "file's tag array, or a non-empty list of them, e.g. 2 or [2, 4]")
+        for v in vals:
+            if v in seen:
+                raise rd.error(f"geometry.regions.{name}", f" = {show(val)}: tag {v} is also in region {seen[v]!r}; "
+                                                           "allowed: each tag in one region")
+            seen[v] = name
+        out[name] = val
+    return out, tags
 
 
 def _factor(rd: Reader, name, spec, regions, boundaries) -> dict:
