@@ -325,7 +325,7 @@ def run(scenario=None, out=None, *, device: str | None = None, precision: str | 
         runs/<title or "scenario"> for a dict, runs/default for the default, as the command line does.
     device: "cpu" or "gpu" (default: JAX's choice); precision: "single" or "double" (default: JAX's
         current setting; "double" turns on jax_enable_x64 for the whole process, as --precision double does;
-        "single" runs in float32 even where x64 is on).
+        "single" is refused where x64 is already on: JAX cannot turn it back off for one run).
     progress: a progress bar on stderr (None: on a terminal); figures, checkpoint_every, force, resume as
         for the command line (resume=True continues the interrupted run in `out`).
     """
@@ -337,8 +337,13 @@ def run(scenario=None, out=None, *, device: str | None = None, precision: str | 
         raise ValueError(f"device = {device!r}; allowed: 'cpu', 'gpu' or None")
     cli._set_platform(device, precision or "single")
     kw = dict(checkpoint_every=checkpoint_every, progress=progress, figures=figures, force=force)
-    if precision == "single":   # float32 even where jax_enable_x64 is on
-        kw["dtype"] = np.float32
+    if precision == "single":
+        import jax
+
+        if jax.config.jax_enable_x64:
+            raise ValueError("precision = 'single', but jax_enable_x64 is on in this process (a run in float32 "
+                             "needs it off); allowed: precision='double' or None here, or 'single' in a process "
+                             "that has not enabled x64")
     if resume:
         if out is None:
             raise ValueError("resume=True needs out, the run folder to continue")

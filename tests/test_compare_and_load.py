@@ -357,3 +357,30 @@ def test_runs_written_before_units_in_names_still_load(runs, tmp_path):
     b = r.metrics.sort_values(["factor", "region", "metric"]).reset_index(drop=True)
     assert a.equals(b)
     assert list(r.cells.columns) == ["time_h", "retained_cells"]
+
+
+def test_voxel_grid_run_loads_with_voxels_as_nodes(tmp_path):
+    """On a voxel grid the fields are cell data of the tissue voxels: the dataset's nodes are those voxels
+    (at their centres), each in the region of its label."""
+    path = tmp_path / "grid.toml"
+    path.write_text(TINY.replace('mesh_size = "0.9 mm"', 'grid_spacing = "0.5 mm"'))
+    with pytest.raises(ValueError, match="precision = 'single', but jax_enable_x64 is on in this process"):
+        paracrine.run(path, tmp_path / "g32", precision="single")
+    assert not (tmp_path / "g32").exists() and not (tmp_path / "g32.partial").exists()
+    r = paracrine.run(path, precision="double", figures=False, out=tmp_path / "g")
+    ds = r.dataset
+    _, items = _xdmf_items(r.path / "fields.xdmf")
+    with h5py.File(r.path / "fields.h5", "r") as h5:
+        labels = h5[items[(3.0, "region")]][()]
+        np.testing.assert_array_equal(ds["VEGF_pg_per_mL"].sel(time=3.0).values, h5[items[(3.0, "VEGF_pg_per_mL")]][()])
+    with np.load(r.path / "geometry.npz") as z:
+        lab, h, o = z["labels"], z["spacing"], z["origin"]
+    idx = np.argwhere(lab > 0)
+    assert ds.sizes["node"] == len(idx) == len(labels)
+    np.testing.assert_allclose(np.c_[ds["x_mm"], ds["y_mm"], ds["z_mm"]], idx * h + o, atol=1e-9)  # voxel centres
+    np.testing.assert_array_equal(ds["node_region_label"].values, labels)
+    np.testing.assert_array_equal(ds["node_region_label"].values, lab[tuple(idx.T)])
+    # the region mean from the voxel field equals regions.csv (equal voxel volumes)
+    border = ds["node_region"].values == "border"
+    want = float(ds["mean_pg_per_mL"].sel(course_time=3.0, factor="VEGF", region="border"))
+    assert float(ds["VEGF_pg_per_mL"].sel(time=3.0).values[border].mean()) == pytest.approx(want, rel=1e-5)
