@@ -180,7 +180,9 @@ def format_table(c: Comparison, *, all_regions: bool = False) -> str:
     body = [[str(r["factor"]), str(r["region"]), str(r["metric"]), str(r["unit"])] + [_fmt(r[k]) for k in cols]
             for r in t.to_dict("records")]
     width = [max(len(h), *(len(b[k]) for b in body)) if body else len(h) for k, h in enumerate(head)]
-    line = lambda row: "  ".join(x.ljust(w) if k < 4 else x.rjust(w) for k, (x, w) in enumerate(zip(row, width)))  # noqa: E731
+    def line(row):
+        return "  ".join(x.ljust(w) if k < 4 else x.rjust(w) for k, (x, w) in enumerate(zip(row, width)))
+
     return "\n".join([line(head), line(["-" * w for w in width])] + [line(b) for b in body])
 
 

@@ -249,7 +249,8 @@ def _dataset(run: Run):
         fields = {k: np.stack([pd[k] for _, pd, _ in steps]) for k in steps[0][1]}
     else:   # voxel grid: fields are cell data of the tissue voxels; a node is a voxel (its centre)
         xyz = np.asarray(points, float)[block.data].mean(axis=1)
-        fields = {k: np.stack([cd[k][0] for _, _, cd in steps]) for k in (steps[0][2] if steps else {}) if k != "region"}
+        names_ = [k for k in (steps[0][2] if steps else {}) if k != "region"]
+        fields = {k: np.stack([cd[k][0] for _, _, cd in steps]) for k in names_}
     n = len(xyz)
     if node_label is None:   # written before fields.h5 held it
         cell_label = np.asarray(steps[0][2]["region"][0]) if steps else np.zeros(len(block.data), int)

@@ -120,6 +120,13 @@ def test_load_run_round_trip(runs):
     assert list(r.regions.columns) == list(rows[0]) and len(r.regions) == len(rows)
     assert r.cells["retained_cells"].iloc[0] == pytest.approx(0.136e6, rel=1e-12)
     assert r.info == json.loads((out / "run.json").read_text())
+    # the dataset saves as netCDF and reads back
+    import xarray as xr
+
+    ds.to_netcdf(out.parent / "one.nc")
+    with xr.open_dataset(out.parent / "one.nc") as back:
+        np.testing.assert_array_equal(back["HGF_pg_per_mL"].values, ds["HGF_pg_per_mL"].values)
+        assert back["mean_pg_per_mL"].attrs["units"] == "pg/mL" and back.attrs["HGF.border.auc_pg_per_mL_h"] > 0
 
 
 def test_region_names_in_the_fields_files(runs):
@@ -258,7 +265,8 @@ def test_compare_two_doses(runs, tmp_path, capsys):
     assert float(row["two/one"]) == pytest.approx(2.0, rel=1e-6) and row["unit"] == "pg/mL*h"
     js = json.loads((out / "compare.json").read_text())
     assert [r["name"] for r in js["runs"]] == ["one", "two"] and js["region"] == "border"
-    jrow = next(r for r in js["rows"] if (r["factor"], r["region"], r["metric"]) == ("HGF", "border", "auc_pg_per_mL_h"))
+    key = ("HGF", "border", "auc_pg_per_mL_h")
+    jrow = next(r for r in js["rows"] if (r["factor"], r["region"], r["metric"]) == key)
     assert jrow["values"]["one"] == ma["factors"]["HGF"]["regions"]["border"]["auc_pg_per_mL_h"]
     assert (out / "compare.png").stat().st_size > 20000
 
