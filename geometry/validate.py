@@ -342,7 +342,7 @@ def integer_tags(values, name: str) -> np.ndarray:
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise GeometryError(f"tag array {name!r} holds {a.dtype} values that are not integers: cell {k} has "
-                                f"{a[k]!r} ({int(bad.sum())} such cells); allowed: integer tags (one per cell)")
+                                f"{a[k].item()!r} ({int(bad.sum())} such cells); allowed: integer tags (one per cell)")
         return a.astype(np.int64)
     raise GeometryError(f"tag array {name!r} holds {a.dtype} values; allowed: integer tags (one per cell)")
 
