@@ -306,7 +306,12 @@ def _array_bytes(stream: _Stream, head: str, compressor: str | None) -> bytes:
         n = int(np.frombuffer(stream.take(hb), ht)[0])
         return stream.take(n)
     k = int(np.frombuffer(stream.peek(hb), ht)[0])   # the number of compressed blocks
+    if k * 8 > len(stream.data):
+        raise ValueError(f"the header gives {k} compressed blocks, more than the file holds")
     words = np.frombuffer(stream.take((3 + k) * hb), ht).astype(np.int64)
+    if k * int(words[1]) > validate.MAX_BYTES:
+        raise ValueError(f"the data unpacks to {k * int(words[1])} bytes, above the limit of {validate.MAX_BYTES} "
+                         "bytes; allowed: a smaller image")
     packed = stream.take(int(words[3:].sum()))
     out, at = [], 0
     for c in words[3:]:
@@ -349,7 +354,7 @@ def read_vti(path, *, regions=None, tags: str | None = None) -> Grid:
     try:
         root = ET.fromstring(raw)
     except ET.ParseError as err:
-        raise bad(f"not well-formed XML ({err})") from None
+        raise bad(f"not well-formed XML ({err}): the file is truncated or corrupt; write it again") from None
     if root.get("type") != "ImageData" or root.find("ImageData") is None:
         raise bad(f"the VTKFile holds {root.get('type')!r}, not ImageData; allowed: a .vti image (for an unstructured "
                   "grid, use .vtu)")
@@ -424,7 +429,9 @@ def read_vti(path, *, regions=None, tags: str | None = None) -> Grid:
                   "integer (or whole-number) value per voxel")
     try:
         values = decode(e)
-    except (ValueError, TypeError, zlib.error, OSError) as err:
+    except zlib.error as err:
+        raise bad(f"array {tags!r}: the compressed data is corrupt (zlib: {err}); write the file again") from None
+    except (ValueError, TypeError, OSError) as err:
         raise bad(f"array {tags!r}: {' '.join(str(err).split())[:200]}") from None
     n = [ext[2 * a + 1] - ext[2 * a] for a in range(3)]
     if where == "PointData":
@@ -436,7 +443,8 @@ def read_vti(path, *, regions=None, tags: str | None = None) -> Grid:
         raise bad(f"WholeExtent {ext} spans {len(keep)} axes; allowed: a 2-D or 3-D image")
     if values.size != int(np.prod(n)):
         raise bad(f"array {tags!r} has {values.size} values for {' x '.join(map(str, n))} "
-                  f"{'cells' if where == 'CellData' else 'points'}")
+                  f"{'cells' if where == 'CellData' else 'points'} (WholeExtent {ext}); allowed: one value per "
+                  f"{'cell' if where == 'CellData' else 'point'} of the extent")
     try:
         labels = validate.integer_tags(values, tags).reshape(n, order="F")
     except GeometryError as err:

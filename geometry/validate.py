@@ -124,15 +124,16 @@ def expected_format(fmt: str) -> str:
 def sniff(path: Path, fmt: str) -> None:
     """Refuse a file whose first bytes are not those of the format its suffix names."""
     magic, desc = _MAGIC[fmt]
+    who = "cannot be read" if fmt == "vti" else "meshio could not read it"
     with open(path, "rb") as f:
         head = f.read(256)
     start = head.lstrip(b"\xef\xbb\xbf").lstrip()
     if not start:
-        raise GeometryError(f"{path}: meshio could not read it as {desc}: the file is empty")
+        raise GeometryError(f"{path}: {who} as {desc}: the file is empty")
     if not start.startswith(magic):
         binary = sum(b < 9 or 13 < b < 32 or b > 126 for b in head) > len(head) // 10
         what = "binary data" if binary else f"text starting {start[:24].decode('ascii', 'replace')!r}"
-        raise GeometryError(f"{path}: meshio could not read it as {desc}: the file holds {what}; give a mesh file "
+        raise GeometryError(f"{path}: {who} as {desc}: the file holds {what}; give a mesh file "
                             "whose suffix matches its format (e.g. .msh, .vtu, .vtk, .xdmf, .vti)")
 
 

@@ -417,3 +417,52 @@ def test_scenario_file_with_a_mesh_in_metres(tmp_path):
     (tmp_path / "s2.toml").write_text(body.replace('length_unit = "m"\n', ""))
     with pytest.raises(ScenarioError, match=r'geometry\.file = .heart\.vtu.: .*bounding box .*length_unit = "m"'):
         sc.load(tmp_path / "s2.toml")
+
+
+# ---------- VTK images (.vti) ----------
+
+def good_vti(p):
+    g = geometry.box_grid([0, 0, 0], [12, 12, 6], [6, 6, 3], regions={"remote": True, "core": geometry.halfspace(0, 6)})
+    return geometry.write(p, g)
+
+
+def _edit(old, new):
+    def make(p):
+        good_vti(p)
+        text = p.read_text()
+        assert old in text
+        p.write_text(text.replace(old, new, 1))
+    return make
+
+
+def _cut(p):
+    good_vti(p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) * 2 // 3])
+
+
+def _vtu_as_vti(p):
+    write(p.with_suffix(".vtu"), *box())
+    p.write_bytes(p.with_suffix(".vtu").read_bytes())
+
+
+BAD_VTI = {
+    "truncated": (_cut, "not well-formed XML"),
+    "an unstructured grid": (_vtu_as_vti, "holds 'UnstructuredGrid', not ImageData"),
+    "extent not matching the data": (_edit('WholeExtent="0 6', 'WholeExtent="0 7'), "has 108 values for 7 x 6 x 3 cells"),
+    "rotated": (_edit("<ImageData ", '<ImageData Direction="0 1 0 1 0 0 0 0 1" '), "Direction '0 1 0 1 0 0 0 0 1' is "
+                                                                                  "not the identity"),
+    "LZ4": (_edit("vtkZLibDataCompressor", "vtkLZ4DataCompressor"), "compressor 'vtkLZ4DataCompressor' is not supported"),
+    "corrupt data": (_edit("=eJx", "=AAAA"), "array 'region': the compressed data is corrupt"),
+    "random bytes": (lambda p: p.write_bytes(os.urandom(2000)), "the file holds binary data"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VTI)
+def test_bad_vti_is_refused_naming_the_file(tmp_path, capsys, case):
+    make, words = BAD_VTI[case]
+    p = tmp_path / "g.vti"
+    make(p)
+    with pytest.raises(GeometryError, match=r"g\.vti: "):
+        geometry.read(p)
+    cli_refuses(tmp_path, capsys, p, words)

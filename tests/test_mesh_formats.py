@@ -48,7 +48,7 @@ def same_discretisation(a, b):
                                    err_msg=key)
 
 
-@pytest.mark.parametrize("suffix", [".vtu", ".vtk"])
+@pytest.mark.parametrize("suffix", [".vtu", ".vtk", ".xdmf", ".med", ".mesh"])
 def test_tag_array_and_region_map_equal_the_msh_path(tmp_path, suffix):
     m = heart()
     assert set(np.unique(m.cell_regions)) == {1, 2, 3}
@@ -63,6 +63,8 @@ def test_tag_array_and_region_map_equal_the_msh_path(tmp_path, suffix):
     v_msh, v = msh.region_volumes(), r.region_volumes()
     assert v == pytest.approx(v_msh, rel=1e-12) and [v_msh[k] for k in TAGS] == pytest.approx([600.0, 200.0, 400.0])
     same_discretisation(msh, r)
+    if suffix == ".mesh":
+        return   # medit keeps one integer array of its own (medit:ref), found without a name
     # named explicitly, and next to another (float) cell array
     q = tmp_path / f"two{suffix}"
     tagged(m, extra={"fibre": [np.linspace(0, 1, m.n_cells)]}).write(q)
