@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -281,7 +282,9 @@ def _geometry(rd: Reader, g, base: Path):
             region_map, tags = _region_map(rd, g)
         try:
             if kind == "file":
-                geom = geometry.read(path, length_unit=unit, dim=3, regions=region_map, tags=tags)
+                with warnings.catch_warnings():   # tags in no region: warned once, when the run builds it
+                    warnings.simplefilter("ignore", UserWarning)
+                    geom = geometry.read(path, length_unit=unit, dim=3, regions=region_map, tags=tags)
                 out = {"kind": "file", "path": str(path.resolve()), "length_unit": unit}
                 if region_map is not None:
                     out["regions"] = region_map
