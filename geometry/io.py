@@ -1,4 +1,4 @@
-"""Mesh files through meshio (Gmsh .msh with physical groups, VTU, VTK, XDMF, MED, Abaqus ...),
+"""Mesh files through meshio (Gmsh .msh with physical groups, VTU, VTK, XDMF, MED, medit, netgen ...),
 with region tags from a named integer cell array and a region map; voxel grids as .vti or .npz.
 
 Region labels and boundary tags travel as the cell data ``gmsh:physical`` of the
@@ -110,8 +110,9 @@ def read(path, *, length_unit: str = "mm", dim: int | None = None, check_size: b
          regions: dict | None = None, tags: str | None = None):
     """Read a triangle or tetrahedron mesh with region and boundary names, or a voxel grid.
 
-    Meshes: any volume format meshio reads (.msh, .vtu, .vtk, .xdmf, .med, .inp, ...). Regions come
-    from an integer cell-data array: `tags` names it (default: gmsh's physical groups, or else the
+    Meshes: any volume format meshio reads (.msh, .vtu, .vtk, .xdmf, .med, .mesh, ...; an Abaqus
+    .inp is read without regions, meshio keeps no element-set tags). Regions come from an integer
+    cell-data array: `tags` names it (default: gmsh's physical groups, or else the
     file's only integer cell array); `regions` maps names to its values, {name: tag or [tags]}
     (default: gmsh physical names, or names "tissue<tag>"). Cells whose tag is in no region are
     left out, with one warning naming those tags and their cell counts; a region none of whose tags
