@@ -89,9 +89,10 @@ def test_a_long_chunk_says_so(monkeypatch, capsys):
 
 
 def test_a_budget_that_does_not_close_is_a_warning():
-    m = {"factors": {"VEGF": {"budget_closure_fraction": 8e-2}, "HGF": {"budget_closure_fraction": 5e-4}}}
+    m = {"factors": {"VEGF": {"budget_closure_fraction": 8e-2}, "HGF": {"budget_closure_fraction": 5e-5},
+                     "FGF": {"budget_closure_fraction": 5e-11}}}
     (w,) = runner.closure_warnings(m, "single")
-    assert w.startswith("VEGF: the mass budget closes to 8.0e-02") and "worse than 1e-03 in single precision" in w
+    assert w.startswith("VEGF: the mass budget closes to 8.0e-02") and "worse than 1e-04 in single precision" in w
     assert [x.split(":")[0] for x in runner.closure_warnings(m, "double")] == ["VEGF", "HGF"]
     assert runner.closure_warnings({"factors": {"X": {"budget_closure_fraction": float("nan")}}}, "double")
     # metrics.json written before the closure had a key of its own

@@ -98,6 +98,8 @@ def test_run_writes_every_output(reference):
 def test_budget_closes_and_metrics_are_consistent(reference):
     _, out = reference
     m = json.loads((out / "metrics.json").read_text())
+    # the closure is checked at the end of the run: no warning here, in metrics.json as in run.json
+    assert m["warnings"] == [] == json.loads((out / "run.json").read_text())["warnings"]
     rows = read_csv(out / "regions.csv")
     for f, v in m["factors"].items():
         b = v["budget_pg"]
