@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     configure(-1 if args.quiet else args.verbose)
     try:
-        return _dispatch(args)
+        return _dispatch_logging_warnings(args)
     except OSError as err:   # a folder or file that cannot be written or read: one line, no traceback
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         print(f"paracrine {args.command}: {where}{err.strerror or err}", file=sys.stderr)
@@ -92,6 +92,19 @@ def main(argv=None) -> int:
               f"not a problem with your input as far as its checks can tell; the traceback is in {log}. Please "
               "report it with that file and the command line.", file=sys.stderr)
         return 70
+
+
+def _dispatch_logging_warnings(args) -> int:
+    """Run the command with Python warnings (a mesh's unused tags, duplicate data rows, ...) shown as
+    the command's own warnings: one line 'paracrine COMMAND: warning: ...' through its logger."""
+    import warnings
+
+    from .logs import logger
+
+    log = logger(args.command)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *a, **k: log.warning(str(message))
+        return _dispatch(args)
 
 
 def _crash_log(args, err) -> str:

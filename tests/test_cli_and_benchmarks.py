@@ -145,3 +145,18 @@ def test_quiet_and_verbose(tmp_path, capsys):
         assert logs.LOG.level == logging.DEBUG
     finally:
         logs.configure(0)
+
+
+def test_python_warnings_inside_a_command_are_its_own_warning_lines(monkeypatch, capsys):
+    import warnings
+
+    from paracrine import cli
+
+    def warns(args):
+        warnings.warn("cells with tags [7] (12 cells) are in no region; left out", UserWarning)
+        return 0
+
+    monkeypatch.setattr(cli, "_dispatch", warns)
+    assert cli.main(["mesh"]) == 0
+    assert capsys.readouterr().err == "paracrine mesh: warning: cells with tags [7] (12 cells) are in no region; left out\n"
+    assert warnings.showwarning.__module__ == "warnings"   # restored after the command
