@@ -28,7 +28,7 @@ class FitResult:
     units: list
     values: np.ndarray            # natural units (internal: 1/s, s, pg/cell/s, fractions)
     initial: np.ndarray
-    intervals: np.ndarray         # (P, 2) 95 % (Laplace, in the log/logit coordinates)
+    intervals: np.ndarray         # (P, 2) 95 % (Laplace, in the log/logit coordinates); NaN where not claimed
     sd_z: np.ndarray              # standard deviation of log (logit) values
     correlation: np.ndarray
     cov_z: np.ndarray             # covariance of the log (logit) values
@@ -53,17 +53,33 @@ class FitResult:
     profiles: dict = dataclasses.field(default_factory=dict)
     z: np.ndarray | None = None
     problem: object = None
+    #: why no intervals are claimed (dof <= 0, or a rank-deficient Jacobian of the data), else None
+    intervals_note: str | None = None
+    rank: int | None = None       # numerical rank of the data rows of the Jacobian (in z)
+
+    @property
+    def dof(self) -> int:
+        return self.n_data - len(self.names)
 
     def value(self, name):
         return float(self.values[self.names.index(name)])
 
     def to_dict(self) -> dict:
-        return {"parameters": {n: {"value": float(v), "unit": u, "initial": float(i), "ci95": [float(a), float(b)],
-                                   "sd_log": float(s)}
+        """JSON-able; intervals, SDs and correlations are null (with `intervals_note` saying why) when the
+        data cannot determine the free parameters."""
+        claim = self.intervals_note is None
+
+        def num(x):
+            return float(x) if claim and math.isfinite(float(x)) else None
+
+        return {"parameters": {n: {"value": float(v), "unit": u, "initial": float(i),
+                                   "ci95": [num(a), num(b)] if claim else None, "sd_log": num(s)}
                                for n, u, v, i, (a, b), s in zip(self.names, self.units, self.values, self.initial,
                                                                 self.intervals, self.sd_z)},
-                "correlation": {"names": self.names, "matrix": np.round(self.correlation, 6).tolist()},
-                "loss": self.loss, "chi2": self.chi2, "n_data": self.n_data, "dof": self.n_data - len(self.names),
+                "correlation": {"names": self.names,
+                                "matrix": np.round(self.correlation, 6).tolist() if claim else None},
+                "intervals_note": self.intervals_note, "rank": self.rank,
+                "loss": self.loss, "chi2": self.chi2, "n_data": self.n_data, "dof": self.dof,
                 "loss_kind": self.loss_kind, "method": self.method, "status": self.status, "converged": self.converged,
                 "warnings": self.warnings, "iterations": self.iterations, "n_solves": self.n_solves,
                 "n_jacobians": self.n_jacobians, "wall_s": self.wall_s, "compile_s": self.compile_s,
@@ -72,13 +88,14 @@ class FitResult:
                 "profiles": {k: {kk: np.asarray(vv).tolist() for kk, vv in v.items()} for k, v in self.profiles.items()}}
 
 
-def _starts(problem, zs, method, max_iter, progress, batched):
+def _starts(problem, zs, method, max_iter, progress, batched, ftol=1e-10):
     """Every start's optimisation, in one program (vmapped over the starts when batched)."""
     def solve(z):
         if method == "lm":
             return levenberg_marquardt(problem.residual, z, problem.lo, problem.hi, max_iter=max_iter,
-                                       progress=progress)
-        return optax_minimize(problem.loss, z, problem.lo, problem.hi, name=method, max_iter=max_iter)
+                                       progress=progress, ftol=ftol)
+        return optax_minimize(problem.loss, z, problem.lo, problem.hi, name=method, max_iter=max_iter,
+                              progress=progress)
 
     if batched:
         return jax.vmap(solve)(zs)
@@ -98,6 +115,18 @@ _traced_starts = eqx.debug.assert_max_traces(_starts, max_traces=None)
 _traced_optimum = eqx.debug.assert_max_traces(_at_optimum, max_traces=None)
 optimise = eqx.filter_jit(_traced_starts)
 at_optimum = eqx.filter_jit(_traced_optimum)
+
+
+#: the one progress callback the compiled programs call (jax.debug.callback) per iteration of a single
+#: start; it forwards to `_listener`, set for the duration of one fit, so that a new progress
+#: function (a closure per fit) never retraces the program
+_listener = [None]
+
+
+def _report(it, loss, lam, ok):
+    fn = _listener[0]
+    if fn is not None:
+        fn(it, loss, lam, ok)
 
 
 def traces() -> int:
@@ -128,15 +157,23 @@ class compile_clock:
 
 
 def fit(problem: Problem, *, method: str = "lm", starts: int = 1, seed: int = 0, max_iter: int = 50, profile=(),
-        profile_points: int = 11, progress=None) -> FitResult:
+        profile_points: int = 11, progress=None, ftol: float = 1e-10) -> FitResult:
     """Minimise problem's loss over its free parameters.
 
     method: "lm" (Levenberg-Marquardt with forward-mode Jacobians, default), "lbfgs" or "adam"
     (optax, reverse-mode gradients). starts: number of initial guesses (the problem's start, then
     log-uniform within a factor of 10 around it in z), solved together with vmap and spread over
     all local devices. profile: names to profile (likelihood over a grid, the others
-    re-optimised). progress: f(iteration, loss, damping, accepted) per LM iteration of a single start.
+    re-optimised). progress: f(iteration, loss, damping, accepted) per iteration of a single start
+    (numpy scalars, through one jax.debug.callback compiled into the loop: a new function does not
+    retrace). ftol: LM stops when an iteration lowers the loss by less than this fraction (status
+    "converged (relative loss change below ftol)").
     The compiled programs are reused when only numbers change (data, starts, parameter values).
+
+    When the data cannot determine the free parameters (dof = data - free <= 0, or a Jacobian of
+    the data rows of lower rank than the number of free parameters) a warning says so and no
+    intervals are claimed: `intervals` is NaN, `intervals_note` gives the reason, and fit.json
+    writes null.
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"fit needs a fitting.Problem, got {type(problem).__name__} (scenario files: paracrine.calibrate.fit)")
@@ -155,9 +192,13 @@ def fit(problem: Problem, *, method: str = "lm", starts: int = 1, seed: int = 0,
     dtype = problem.lo.dtype
     zs = shard_rows(z0, dtype, shard=starts > 1)  # starts spread over the local devices
     t0 = time.perf_counter()
-    with compile_clock() as clock:
-        out = jax.block_until_ready(optimise(problem, zs, method, max_iter, progress if starts == 1 else None,
-                                             starts > 1))
+    _listener[0] = progress if starts == 1 else None
+    try:
+        with compile_clock() as clock:
+            out = jax.block_until_ready(optimise(problem, zs, method, max_iter, _report if starts == 1 else None,
+                                                 starts > 1, float(ftol)))
+    finally:
+        _listener[0] = None
     compile_s = clock.seconds
     wall = time.perf_counter() - t0 - compile_s
     out = jax.tree.map(lambda a: a[:starts], out)
@@ -182,9 +223,18 @@ def fit(problem: Problem, *, method: str = "lm", starts: int = 1, seed: int = 0,
     if at_bound:
         warns.append(f"at a bound: {at_bound} (the interval there is not meaningful; widen the bounds)")
     n = int(problem.data.shape[0])
+    rank = _rank(J[:n])
+    note = None
     if n <= P:
-        warns.append(f"{n} data for {P} free parameters (dof {n - P}): the fit interpolates the data, and the "
-                     "intervals rest on the priors and bounds alone")
+        note = (f"{n} data for {P} free parameters (dof {n - P} <= 0): the data cannot determine them (the fit "
+                "interpolates the data at best); no confidence intervals are claimed; fix some parameters, add "
+                "priors or more data")
+    elif rank < P:
+        note = (f"the Jacobian of the {n} data has rank {rank} < {P} free parameters: the data cannot determine "
+                "them all (see the combinations named); no confidence intervals are claimed")
+    if note is not None:
+        warns.insert(0, note)
+        ci = np.full_like(ci, np.nan)
     chi2 = float(np.sum(r[:n] ** 2))
     if status_code == MAXITER:
         warns.append(f"stopped after {max_iter} iterations without meeting the tolerances")
@@ -197,11 +247,22 @@ def fit(problem: Problem, *, method: str = "lm", starts: int = 1, seed: int = 0,
                        n_jacobians=int(out["n_jacobian"][best]) if "n_jacobian" in out else 0,
                        status=STATUS[status_code], converged=status_code in CONVERGED, warnings=warns, wall_s=wall,
                        compile_s=compile_s, starts=[(float(a), STATUS[int(b)]) for a, b in zip(losses, out["status"])],
-                       params=params, predictions=pred, observations=None, method=method, loss_kind=problem.loss_kind)
+                       params=params, predictions=pred, observations=None, method=method, loss_kind=problem.loss_kind,
+                       intervals_note=note, rank=rank)
     result.z, result.problem = z, problem
     for name in ([profile] if isinstance(profile, str) else list(profile)):
         result.profiles[name] = profile_likelihood(problem, z, sd_z, name, points=profile_points, max_iter=max_iter)
     return result
+
+
+def _rank(J: np.ndarray) -> int:
+    """Numerical rank of J: singular values above 1e-5 of the largest (the Fisher matrix's eigenvalue
+    ratio 1e-10 that `_covariance` calls "not at all" determined)."""
+    if J.size == 0:
+        return 0
+    s = np.linalg.svd(J, compute_uv=False)
+    top = float(s.max()) if s.size else 0.0
+    return int(np.sum(s > 1e-5 * top)) if top > 0 and math.isfinite(top) else 0
 
 
 def _covariance(J: np.ndarray, names: list) -> tuple[np.ndarray, list]:

@@ -3,7 +3,9 @@
 `levenberg_marquardt(residual, z0, lo, hi)`: least squares 0.5 |r(z)|^2 with the Jacobian by
 forward mode (`jax.jacfwd`: one pass with P tangents, P = number of free parameters), Nielsen's
 damping update, box bounds by projection. A step whose loss is not finite or not lower is
-rejected (the damping grows), never taken.
+rejected (the damping grows), never taken. It stops on a flat loss: when an accepted step lowers
+the loss by less than `ftol` (relative, default 1e-10) the status is FTOL ("converged (relative
+loss change below ftol)"), a status value like the others, never an exception.
 
 `optax_minimize(loss, z0, lo, hi, name)`: adam or L-BFGS from optax on a scalar loss with
 reverse-mode gradients, for many free parameters.
@@ -103,9 +105,12 @@ def levenberg_marquardt(residual, z0, lo, hi, *, max_iter: int = 50, gtol: float
         out = dict(z=z_now, r=r_now, J=J_new, loss=loss_now, lam=t["lam"], nu=t["nu"], it=it, nr=s["nr"] + t["k"],
                    nj=s["nj"] + fresh.astype(s["nj"].dtype), stale=stale)
         grad_small = jnp.max(jnp.abs(J_new.T @ r_now)) <= gtol * jnp.maximum(1.0, loss_now)
-        done = ~fresh & (s["stale"] == 0)  # the signal came with an exact Jacobian
+        # the signal came with an exact Jacobian: this iteration's step was computed from one (with
+        # refresh = 1 every step is, and a flat loss stops at once; a Broyden step's signal is checked
+        # again after the exact Jacobian that `fresh` takes)
+        done = s["stale"] == 0
         status = jnp.where(grad_small & (stale == 0), GTOL,
-                           jnp.where(done & (small_step | ~ok), XTOL, jnp.where(done & small_change, FTOL, RUNNING)))
+                           jnp.where(done & small_change, FTOL, jnp.where(done & (small_step | ~ok), XTOL, RUNNING)))
         status = jnp.where((status == RUNNING) & (it >= max_iter), MAXITER, status)
         out["status"] = status
         out["hist"] = s["hist"].at[it].set(out["loss"])
@@ -119,9 +124,10 @@ def levenberg_marquardt(residual, z0, lo, hi, *, max_iter: int = 50, gtol: float
 
 
 def optax_minimize(loss_fn, z0, lo, hi, *, name: str = "lbfgs", max_iter: int = 200, gtol: float = 1e-8,
-                   learning_rate: float = 0.05):
+                   learning_rate: float = 0.05, progress=None):
     """Minimise a scalar loss with optax (adam or lbfgs) in a while loop; steps are projected on [lo, hi]
-    and a step to a non-finite loss is rejected. Returns dict(z, loss, status, iterations, history)."""
+    and a step to a non-finite loss is rejected. Returns dict(z, loss, status, iterations, history).
+    progress: f(iteration, loss, 0, accepted) per iteration (jax.debug.callback)."""
     import optax
 
     if name == "adam":
@@ -152,6 +158,9 @@ def optax_minimize(loss_fn, z0, lo, hi, *, name: str = "lbfgs", max_iter: int = 
         better = ok & (loss_new < s["best_loss"])
         status = jnp.where(jnp.max(jnp.abs(grad)) <= gtol * jnp.maximum(1.0, value), GTOL, RUNNING)
         status = jnp.where((status == RUNNING) & (it >= max_iter), MAXITER, status)
+        if progress is not None:
+            jax.debug.callback(progress, it, jnp.minimum(s["best_loss"], jnp.where(ok, loss_new, jnp.inf)),
+                               jnp.zeros_like(loss_new), ok)
         return dict(z=jnp.where(ok, z_new, s["z"]), opt=opt_state, loss=jnp.where(ok, loss_new, s["loss"]), it=it,
                     status=status, hist=s["hist"].at[it].set(jnp.where(ok, loss_new, s["loss"])),
                     best=jnp.where(better, z_new, s["best"]), best_loss=jnp.where(better, loss_new, s["best_loss"]))

@@ -111,6 +111,12 @@ def observation(built, obs: Observations) -> tuple[ScenarioObservation, np.ndarr
         injected = sum(m["amount"][f] * len(m["times"]) for m in d["media"])
         dose[s] = injected if injected > 0 else 1.0
     scale = np.array([1.0 / dose[s] if q == "percent_dose" else 1.0 for q, s in zip(obs.quantity, fac)])
+    if obs.per_volume is not None and np.any(obs.per_volume):
+        # amounts and contents per tissue volume (ELISA data per mg tissue or protein): / the region's volume
+        vol = np.asarray(model.space.region_volumes(), float)
+        for k in np.flatnonzero(obs.per_volume):
+            w = obs.where[k]
+            scale[k] = 1.0 / (vol.sum() if w == "tissue" else vol[model.regions.index(w)])
     needs_pde = not is_cells.all()
     observer = None
     if needs_pde:
@@ -173,11 +179,11 @@ def _predict(model, params, ob, times, dt, stepper):
 
 def fit(built, obs: Observations, free, *, method: str = "lm", loss: str = "absolute", priors=None, bounds=None,
         initial=None, starts: int = 1, seed: int = 0, max_iter: int = 50, profile=(), profile_points: int = 11,
-        dt=None, progress=None) -> fitting.FitResult:
+        dt=None, progress=None, ftol: float = 1e-10) -> fitting.FitResult:
     """Fit the named free parameters (see paracrine.catalogue) of `built` to obs; see fitting.fit."""
     prob = problem(built, obs, free, loss=loss, priors=priors, bounds=bounds, initial=initial, dt=dt)
     res = fitting.fit(prob, method=method, starts=starts, seed=seed, max_iter=max_iter, profile=profile,
-                      profile_points=profile_points, progress=progress)
+                      profile_points=profile_points, progress=progress, ftol=ftol)
     res.observations, res.built = obs, built
     return res
 

@@ -234,7 +234,12 @@ def _region_table(table, key, regions):
     """The scenario's {region: value} table for key, expanding a single value to every region."""
     cur = table.get(key)
     if not isinstance(cur, dict):
-        table[key] = {} if cur is None else {r: cur for r in regions}
+        import tomlkit   # an inline table `key = {border = ...}` where the single value stood (kept in place)
+
+        new = tomlkit.inline_table()
+        plain = cur.unwrap() if hasattr(cur, "unwrap") else cur
+        new.update({} if cur is None else {r: plain for r in regions})
+        table[key] = new
     return table[key]
 
 

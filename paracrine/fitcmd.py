@@ -70,6 +70,38 @@ def _fresh_partial(out: Path) -> Path:
     return tmp
 
 
+class FitProgress:
+    """Per-iteration feedback of `paracrine fit`: a tqdm bar on stderr (iterations of --max-iter, the
+    loss, ETA) when on (auto: on a terminal), else one line per iteration on stdout. Called from the
+    compiled loop through jax.debug.callback (fitting.fit: no retrace)."""
+
+    def __init__(self, mode: str, max_iter: int, *, method: str = "lm", stream=None):
+        self.max_iter, self.method, self.bar = max_iter, method, None
+        stream = sys.stderr if stream is None else stream
+        on = mode == "on" or (mode == "auto" and hasattr(stream, "isatty") and stream.isatty())
+        if on:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=max_iter, unit="it", desc=f"fit ({method})", file=stream, mininterval=0.0,
+                            dynamic_ncols=True, bar_format="{desc}: {n}/{total} iterations|{bar}| [{elapsed}<"
+                                                           "{remaining}{postfix}]")
+
+    def __call__(self, it, loss, lam, ok):
+        it, loss, ok = int(it), float(loss), bool(ok)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.6g}" + ("" if ok else ", no decrease"), refresh=False)
+            self.bar.update(it - self.bar.n)
+        else:
+            damping = f"  damping {float(lam):.2g}" if self.method == "lm" else ""
+            print(f"  iteration {it:3d}  loss {loss:.6g}{damping}"
+                  f"{'' if ok else '  (no decrease)'}", flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def add_parser(sub) -> None:
     fit = sub.add_parser("fit", help="calibrate rates of a scenario to data (CSV) and write the fitted scenario",
                          description="Fits the named free parameters of SCENARIO to DATA (long-format CSV with units) "
@@ -96,6 +128,17 @@ def add_parser(sub) -> None:
     fit.add_argument("--device", choices=["cpu", "gpu"])
     fit.add_argument("--no-figures", action="store_true")
     fit.add_argument("--force", action="store_true", help="start even when the work estimate is above the limits")
+    fit.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                     help="progress bar on stderr, per iteration with loss and ETA (auto: on a terminal); without "
+                          "it each iteration is printed as a line")
+    fit.add_argument("--ftol", type=float, default=1e-10,
+                     help="stop when an iteration lowers the loss by less than this fraction (default 1e-10)")
+    fit.add_argument("--tissue-density", metavar="VALUE",
+                     help="for data in pg/mg tissue or protein: wet tissue density (default 1.05 g/mL; overrides "
+                          "the data file's '# tissue_density = ...')")
+    fit.add_argument("--protein-per-tissue", metavar="VALUE",
+                     help="for data in pg/mg protein: protein per wet tissue mass (default 67 mg/g; overrides the "
+                          "data file's '# protein_per_tissue = ...')")
 
 
 def run(args, set_platform) -> int:
@@ -112,7 +155,7 @@ def run(args, set_platform) -> int:
     _estimate("fit", scen, free=len(args.free) * max(args.starts, 1), force=args.force,
               itemsize=8 if args.precision == "double" else 4)
     built = build(scen)
-    obs = read_csv(args.data, scen)
+    obs = read_csv(args.data, scen, tissue_density=args.tissue_density, protein_per_tissue=args.protein_per_tissue)
     free = calibrate.resolve(built, args.free)
     units = {p.name: p.unit for p in free}
     priors = {}
@@ -132,15 +175,17 @@ def run(args, set_platform) -> int:
             raise ValueError(f"--prior {item!r}: sigma {sig!r} is not a number (the SD of the log)") from None
     _check_out(out)   # again: the fit takes a while, and the folder is looked at once more before writing
 
-    def progress(it, loss, lam, ok):
-        print(f"  iteration {int(it):3d}  loss {float(loss):.6g}  damping {float(lam):.2g}"
-              f"{'' if bool(ok) else '  (no decrease: stopping)'}", flush=True)
-
     print(f"paracrine fit: {len(obs)} observations from {obs.source}; free: {', '.join(args.free)}")
-    res = calibrate.fit(built, obs, free, method=args.method, loss=args.loss, starts=args.starts, seed=args.seed,
-                      max_iter=args.max_iter, initial=_pairs(args.initial, "--initial", units, 1),
-                      bounds=_pairs(args.bound, "--bound", units, 2), priors=priors, profile=args.profile or (),
-                      progress=progress)
+    for key, c in obs.conversions.items():
+        print(f"  {key.replace('_', ' ')} {c['value']:.4g} {c['unit']} ({c['source']})")
+    bar = FitProgress(args.progress, args.max_iter, method=args.method)
+    try:
+        res = calibrate.fit(built, obs, free, method=args.method, loss=args.loss, starts=args.starts, seed=args.seed,
+                            max_iter=args.max_iter, initial=_pairs(args.initial, "--initial", units, 1),
+                            bounds=_pairs(args.bound, "--bound", units, 2), priors=priors, profile=args.profile or (),
+                            progress=bar if args.starts == 1 else None, ftol=args.ftol)
+    finally:
+        bar.close()
     _check_out(out)
     tmp = _fresh_partial(out)
     made = E.make_parents(tmp)
@@ -156,9 +201,11 @@ def run(args, set_platform) -> int:
     tmp.rename(out)
     print(f"{res.status}: {res.iterations} iterations, {res.n_solves} model passes, {res.wall_s:.1f} s "
           f"(+{res.compile_s:.1f} s compile); loss {res.loss:.6g}, chi2 {res.chi2:.3g} for {res.n_data} data")
+    claim = res.intervals_note is None
     for n, v, (lo, hi), u in zip(res.names, res.values, res.intervals, res.units):
-        extra = f"  ({v / 3600:.3g} h, 95 % [{lo / 3600:.3g}, {hi / 3600:.3g}] h)" if u == "s" else ""
-        print(f"  {n:28s} {v:.4g} {u}   95 % [{lo:.4g}, {hi:.4g}]{extra}")
+        extra = fitreport.describe(n, u, v, lo if claim else None, hi if claim else None)
+        ci = f"   95 % [{lo:.4g}, {hi:.4g}]" if claim else "   (no interval)"
+        print(f"  {n:28s} {v:.4g} {u}{ci}" + (f"   = {extra}" if extra else ""))
     for w in res.warnings:
         print(f"  warning: {w}")
     print(f"  -> {out}/fitted.toml, fit.json" + ("" if args.no_figures else ", fit.png, convergence.png"))
