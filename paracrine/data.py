@@ -36,8 +36,10 @@ two factors in the data file, on comment lines before or after the header,
     # tissue_density = 1.06 g/mL
     # protein_per_tissue = 80 mg/g        (mg protein per g wet tissue, of your lysis protocol)
 
-or by `read_csv(..., tissue_density=..., protein_per_tissue=...)` (`paracrine fit
---tissue-density`, `--protein-per-tissue`), which take precedence over the file. The values used,
+in the scenario's `[data]` table (`tissue_density = "1.06 g/mL"`, `protein_per_tissue =
+"80 mg/g"`; the data file's own lines take precedence over it), or by `read_csv(...,
+tissue_density=..., protein_per_tissue=...)` (`paracrine fit --tissue-density`,
+`--protein-per-tissue`), which take precedence over both. The values used,
 with their sources, are kept in `Observations.conversions` (and fit.json).
 """
 
@@ -228,6 +230,8 @@ def from_rows(header, rows, scenario, *, source="<data>", probes=None, settings=
     used: dict = {}
     per_volume, units = [], []
     d = scenario.data
+    for key, value in d.get("data", {}).items():   # the scenario's [data] table: below the file's and arguments
+        settings.setdefault(key, (value, f"{scenario.source}: data.{key}"))
     cols = _header(header, source)
     factors, regions = list(d["factors"]), list(d["regions"])
     probes = dict(d.get("probes", {}) if probes is None else probes)

@@ -114,7 +114,9 @@ TOP_KEYS = {"title": "text (one line, at most 200 characters)", "geometry": GEOM
                        "dataset names; names differing only in case are refused)",
             "cells": CELL_KEYS,
             "probes": f"named points {{name = [x, y, z]}} (mm; at most {MAX_PROBES}, names as factors, not a region's)",
-            "injection": INJECTION_KEYS, "medium": MEDIUM_KEYS}
+            "injection": INJECTION_KEYS, "medium": MEDIUM_KEYS,
+            "data": {"tissue_density": "wet tissue density for data in pg/mg tissue or protein (default 1.05 g/mL)",
+                     "protein_per_tissue": "protein per wet tissue mass for data in pg/mg protein (default 67 mg/g)"}}
 
 
 
@@ -251,6 +253,15 @@ def _resolve(raw: dict, rd: Reader, base: Path) -> dict:
         out["probes"][name] = rd.point(xyz, f"probes.{name}")
     if not out["injections"] and not out["media"]:
         raise rd.error("injection", ": the scenario has no source; add [[injection]] (cells) or [[medium]]")
+    if "data" in raw:   # conversions of fit data (paracrine.data): only when given
+        dd = rd.table(raw["data"], "data", TOP_KEYS["data"])
+        out["data"] = {}
+        if "tissue_density" in dd:
+            out["data"]["tissue_density"] = rd.quantity(dd["tissue_density"], "data.tissue_density", "concentration",
+                                                        strict=True)
+        if "protein_per_tissue" in dd:
+            out["data"]["protein_per_tissue"] = rd.number(dd["protein_per_tissue"], "data.protein_per_tissue",
+                                                          strict=True, high=1.0)
     return out
 
 

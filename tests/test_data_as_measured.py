@@ -313,3 +313,15 @@ def test_progress_function_does_not_retrace(cells):
     calibrate.fit(b, obs, ["cells.washout"])
     assert fitmod.traces() == n and len(seen) >= 1 and len(seen2) == len(seen)
     assert [int(a[0]) for a in seen] == list(range(1, len(seen) + 1))
+
+
+def test_scenario_data_table_sets_the_conversions_below_the_file(tmp_path):
+    s = sc.loads(CELLS + '\n[data]\ntissue_density = "1.2 g/mL"\nprotein_per_tissue = "50 mg/g"\n', source="c.toml")
+    path = tmp_path / "d.csv"
+    path.write_text("time [h],quantity,factor,where,value [pg/mg protein],sd [pg/mg protein]\n1,content,VEGF,border,1,0.1\n")
+    assert pdata.read_csv(path, s).value[0] == pytest.approx(0.050 * 1.2)
+    assert "c.toml: data.tissue_density" in pdata.read_csv(path, s).conversions["tissue_density"]["source"]
+    path.write_text("# protein_per_tissue = 90 mg/g\n" + path.read_text())
+    assert pdata.read_csv(path, s).value[0] == pytest.approx(0.090 * 1.2)   # the file's own value wins
+    with pytest.raises(sc.ScenarioError, match=r"data.protein_per_tissue"):
+        sc.loads(CELLS + '\n[data]\nprotein_per_tissue = "2 g/g"\n', source="c.toml")
