@@ -162,12 +162,27 @@ def _changed(doc, before, note) -> None:
                 if isinstance(item, (ti.Table, ti.AoT)) or (isinstance(item, dict) and not isinstance(item, ti.InlineTable)):
                     walk(item, o, path + [k])
                 elif hasattr(item, "comment"):
-                    item.comment(note(path + [k], o))
+                    before_comment = (getattr(getattr(item, "trivia", None), "comment", "") or "").lstrip("# ").strip()
+                    if before_comment.startswith("fitted by paracrine fit"):
+                        before_comment = ""   # a fitted scenario fitted again
+                    text = note(path + [k], o, _plain(item))
+                    item.comment(text + (f"; before: {before_comment}" if before_comment else ""))
         elif isinstance(node, (list, ti.AoT)):
             for i, item in enumerate(node):
                 walk(item, old[i] if isinstance(old, list) and i < len(old) else None, path + [str(i)])
 
     walk(doc, before, [])
+
+
+def _note(path, old, new) -> str:
+    """'fitted by paracrine fit (was 0.5)'; for a table, the keys that changed."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        was = ", ".join(f"{k} = {old[k]}" for k in old if new.get(k) != old[k])
+    elif isinstance(old, (str, int, float)) and not isinstance(old, bool):
+        was = str(old)
+    else:
+        was = ""
+    return "fitted by paracrine fit" + (f" (was {was})" if was else "")
 
 
 def _plain(item):
@@ -188,7 +203,7 @@ def fitted_scenario_text(res: FitResult, scenario) -> str:
             geo[key] = str((base / str(geo[key])).resolve())
     for p, v in zip(res.problem.free, res.values):
         p.toml(doc, float(v))
-    _changed(doc, before, lambda path, old: "fitted by paracrine fit" + (f" (was {old})" if isinstance(old, (str, int, float)) and not isinstance(old, bool) else ""))
+    _changed(doc, before, _note)
     head = [f"# fitted by paracrine fit to {res.observations.source}:"]
     for n, v, u, (lo, hi) in zip(res.names, res.values, res.units, res.intervals):
         ci = f", 95 % [{lo:.4g}, {hi:.4g}]" if res.intervals_note is None and math.isfinite(lo) else ""

@@ -265,7 +265,7 @@ def test_fitted_toml_keeps_comments_and_key_order(cells):
     original = [line.split("=")[0].strip() for line in CELLS.splitlines() if "=" in line and not line.startswith("#")]
     assert keys == original   # same keys, same order
     line = next(x for x in body.splitlines() if x.startswith("retention"))
-    assert "fitted by paracrine fit (was 0.5)" in line and "start of the fit" not in line
+    assert line.endswith("# fitted by paracrine fit (was 0.5); before: start of the fit: washout 0.5")
     assert 'slow_half_life = "30 d"' in body   # untouched values as written
     again = sc.loads(text, source="fitted.toml")
     assert again.data["injections"][0]["retention"] == pytest.approx(1 - res.value("cells.washout"), rel=1e-8)
