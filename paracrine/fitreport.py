@@ -60,6 +60,8 @@ def curves(res: FitResult, points: int = 80) -> dict:
     y, J = _values_and_jacobian(dense, z)
     y, J = np.asarray(y, float), np.asarray(J, float)
     sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", J, res.cov_z, J), 0.0))
+    if res.intervals_note is not None:   # the data do not determine the parameters: no band claimed
+        sd = np.zeros_like(sd)
     out = {}
     for k, key in enumerate(keys):
         sl = slice(k * n, (k + 1) * n)
@@ -88,13 +90,15 @@ def plot(res: FitResult, folder: Path) -> list[Path]:
         m = np.array([(qq, ff, ww) == key for qq, ff, ww in zip(obs.quantity, obs.factor, obs.where)])
         scale, unit = DISPLAY["concentration"] if _per_volume(obs)[m].any() else DISPLAY[q]
         c = cur[key]
-        ax.fill_between(c["t"] / HOUR, c["lo"] * scale, c["hi"] * scale, alpha=0.25, label="95 % band")
+        if res.intervals_note is None:
+            ax.fill_between(c["t"] / HOUR, c["lo"] * scale, c["hi"] * scale, alpha=0.25, label="95 % band")
         ax.plot(c["t"] / HOUR, c["y"] * scale, label="fitted model")
         ax.errorbar(obs.time[m] / HOUR, obs.value[m] * scale, yerr=obs.sd[m] * scale, fmt="o", color="k", ms=4,
                     capsize=3, label="data (mean, SD)")
         ax.set_xlabel("time (h)")
         ax.set_ylabel(f"{q} ({unit})")
-        ax.set_title(f"{f + ' ' if f else ''}{q}, {w}", fontsize=10)
+        ax.set_title(f"{f + ' ' if f else ''}{q}, {w}" + ("" if res.intervals_note is None else
+                                                         " (no band: not determined)"), fontsize=10)
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths = [folder / "fit.png"]
