@@ -154,8 +154,9 @@ def run(args, set_platform) -> int:
     scen = sc.load(args.scenario)
     _estimate("fit", scen, free=len(args.free) * max(args.starts, 1), force=args.force,
               itemsize=8 if args.precision == "double" else 4)
-    built = build(scen)
+    # the data file is checked before the mesh is built: a bad CSV costs nothing
     obs = read_csv(args.data, scen, tissue_density=args.tissue_density, protein_per_tissue=args.protein_per_tissue)
+    built = build(scen)
     free = calibrate.resolve(built, args.free)
     units = {p.name: p.unit for p in free}
     priors = {}

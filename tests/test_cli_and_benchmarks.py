@@ -121,6 +121,23 @@ def test_fit_and_sweep_keep_a_partial_folder_they_did_not_create(tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
+def test_fit_checks_the_data_file_before_building_the_mesh(tmp_path, capsys, monkeypatch):
+    from paracrine import build
+    from paracrine.cli import main
+
+    def no_mesh(*a, **k):
+        raise AssertionError("the mesh was built before the data file was checked")
+
+    monkeypatch.setattr(build, "build", no_mesh)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time [h];quantity;where;value [cells]\n1;cells;tissue;5\n")
+    assert main(["fit", str(ROOT / "examples" / "fit_yasuda.toml"), str(bad), "--free", "cells.washout",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "semicolon" in err and "mesh was built" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
 def test_quiet_and_verbose(tmp_path, capsys):
     """-q keeps notes off stderr (warnings stay), -v adds debug lines; the paracrine logger carries both."""
     import logging
