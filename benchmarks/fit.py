@@ -59,6 +59,7 @@ def main(argv=None) -> int:
     from paracrine import build as B, calibrate, data as pdata, fitreport, scenario as sc
 
     mesh, days, times = ("1 mm", 1, [2, 6, 12, 18, 24]) if args.quick else ("0.5 mm", 4, [6, 24, 48, 72, 96])
+    rep = 2 if args.quick else 5   # timing repeats (the quick mode only checks that the script works)
     scen = sc.loads(SCENARIO.format(mesh=mesh, days=days), source="benchmark.toml")
     built = B.build(scen)
     names = ["VEGF.secretion", "VEGF.uptake.border", "cells.half_life_slow"]
@@ -77,9 +78,9 @@ def main(argv=None) -> int:
     loss = eqx.filter_jit(prob.loss)
     vg = eqx.filter_jit(jax.value_and_grad(prob.loss))
     z = jnp.asarray(prob.z0)
-    fwd_first, fwd = timeit(lambda: jax.block_until_ready(resid(z)), repeat=5)
-    _, val = timeit(lambda: jax.block_until_ready(loss(z)), repeat=5)
-    vg_first, grad = timeit(lambda: jax.block_until_ready(vg(z)), repeat=5)
+    fwd_first, fwd = timeit(lambda: jax.block_until_ready(resid(z)), repeat=rep)
+    _, val = timeit(lambda: jax.block_until_ready(loss(z)), repeat=rep)
+    vg_first, grad = timeit(lambda: jax.block_until_ready(vg(z)), repeat=rep)
 
     # the gradient's cost by stepper and adjoint on the same model, times and observation (the tissue
     # content at the data times), at the same dt: RKL2 with JAX's checkpointed derivative (what the fit's
@@ -99,8 +100,8 @@ def main(argv=None) -> int:
             return jnp.sum(solver.simulate(built.model, p, t_end=float(ts[-1]), dt=600.0, save_at=ts,
                                            observe=content, **kw).ys ** 2)
         v_fn, vg_fn = jax.jit(direct), jax.jit(jax.value_and_grad(direct))
-        _, tv = timeit(lambda: jax.block_until_ready(v_fn(built.params)), repeat=5)
-        _, tg = timeit(lambda: jax.block_until_ready(vg_fn(built.params)), repeat=5)
+        _, tv = timeit(lambda: jax.block_until_ready(v_fn(built.params)), repeat=rep)
+        _, tg = timeit(lambda: jax.block_until_ready(vg_fn(built.params)), repeat=rep)
         gradient_modes[label] = {"value_s": tv, "value_and_grad_s": tg, "ratio": tg / tv}
         print(f"{label:26s} value {1e3 * tv:8.1f} ms, value + gradient {1e3 * tg:8.1f} ms: ratio {tg / tv:.2f}")
 
