@@ -254,6 +254,7 @@ def lv_ellipsoid(species: str | LVShape = "reference", *, mesh_size: float | Non
     wall = shape.a_epi - shape.a_endo
     if (mesh_size is None) == (grid_spacing is None):
         raise GeometryError("give exactly one of mesh_size (tetrahedra) or grid_spacing (voxels), in mm")
+    default_width = border_width is None
     border_width = wall / 3 if border_width is None else border_width
     h = mesh_size if mesh_size is not None else grid_spacing
     if not (h > 0 and math.isfinite(h)):
@@ -272,6 +273,10 @@ def lv_ellipsoid(species: str | LVShape = "reference", *, mesh_size: float | Non
         return lab, {k: v for k, v in REGIONS.items() if (lab == v).any()}
 
     if grid_spacing is not None:
+        if territory is not None or infarct_mask is not None:   # a band narrower than a voxel would be empty
+            from .validate import border_band
+
+            border_band(h, border_width, spacing_key="grid_spacing", default=default_width)
         lo = np.array([-shape.a_epi, -shape.a_epi, -shape.c_epi])
         n = np.ceil((np.array([shape.a_epi, shape.a_epi, shape.base]) - lo) / h).astype(int)
         axes = [lo[a] + h * (np.arange(n[a]) + 0.5) for a in range(3)]

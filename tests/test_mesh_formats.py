@@ -335,7 +335,8 @@ def test_scenario_tags_and_regions(tmp_path):
 def test_voxel_lv_without_border_band_is_refused(tmp_path, capsys):
     # the criterion: a band of one voxel spacing keeps a border zone, anything narrower loses it
     assert "border" in geometry.lv_ellipsoid("rat", grid_spacing=0.6, border_width=0.6).region_names
-    assert "border" not in geometry.lv_ellipsoid("rat", grid_spacing=0.6, border_width=0.59).region_names
+    with pytest.raises(geometry.GeometryError, match="narrower than a voxel"):   # the generator refuses too
+        geometry.lv_ellipsoid("rat", grid_spacing=0.6, border_width=0.59)
     geometry.validate.border_band(0.6, 0.6)
     with pytest.raises(GeometryError, match=r"border_width 0\.59 mm is narrower than a voxel"):
         geometry.validate.border_band(0.6, 0.59)

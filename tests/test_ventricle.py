@@ -114,3 +114,17 @@ def test_ventricle_errors(kw, match):
 def test_bad_shape():
     with pytest.raises(GeometryError, match="endocardial < epicardial"):
         geometry.LVShape(7.0, 17.0, 6.0, 20.0, 5.0)
+
+
+def test_voxel_lv_from_python_refuses_a_border_band_narrower_than_a_voxel():
+    """The generator itself (not only the scenario and `paracrine mesh`) refuses a grid that would have
+    no border zone, naming the width, the spacing and what to change."""
+    import pytest
+
+    from paracrine import geometry
+
+    with pytest.raises(geometry.GeometryError, match=r"border_width 0\.4 mm is narrower than a voxel \(grid_spacing 0\.6 mm\)"):
+        geometry.lv_ellipsoid("rat", grid_spacing=0.6, border_width=0.4)
+    g = geometry.lv_ellipsoid("rat", grid_spacing=0.6, border_width=0.6)
+    assert set(g.region_names) == {"remote", "border", "core"}
+    geometry.lv_ellipsoid("rat", grid_spacing=0.6, border_width=0.4, territory=None)   # no infarct: no band needed
