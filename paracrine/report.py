@@ -400,85 +400,18 @@ def h5py_str():
 
 
 def plot_all(folder: Path, res: Result) -> None:
-    import matplotlib
+    """figures/: region courses and maps of each factor, cells remaining (paracrine.figures)."""
+    from . import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = res.built.scenario.data
-    t = res.ts / 86400.0  # from the first output time (log axis)
-    colours = {"remote": "#5b7fa6", "border": "#e08e0b", "core": "#c0392b"}
-    for s, f in enumerate(res.factors):
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for r, name in enumerate(res.regions):
-            y = res.stats[:, s, r, 0] * PG_PER_ML
-            ax.plot(t, y, label=f"{name} mean", color=colours.get(name))
-            ax.plot(t, res.stats[:, s, r, 1] * PG_PER_ML, ls=":", color=colours.get(name), lw=1, label=f"{name} max")
-        thr = d["factors"][f]["threshold"]
-        if thr is not None:
-            ax.axhline(thr * PG_PER_ML, color="k", ls="--", lw=0.8, label=f"threshold {thr * PG_PER_ML:g} pg/mL")
-        ax.set_yscale("log")
-        ax.set_xlabel("time (d)")
-        ax.set_ylabel(f"{f} (pg/mL)")
-        ax.set_title(f"{f} by region")
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(folder / f"regions_{f}.png", dpi=110)
-        plt.close(fig)
-    tc, n = cells_over_time(res)
+    figures.plot_regions(folder, res)
     if res.built.cell_sources:
-        fig, ax = plt.subplots(figsize=(5.5, 3.5))
-        ax.plot(tc / 86400.0, n)
-        ax.set_xlabel("time (d)")
-        ax.set_ylabel("retained living cells")
-        ax.set_yscale("log")
-        ax.set_title("cells remaining")
-        fig.tight_layout()
-        fig.savefig(folder / "cells.png", dpi=110)
-        plt.close(fig)
+        figures.plot_cells(folder, *cells_over_time(res))
     plot_maps(folder, res)
 
 
 def plot_maps(folder: Path, res: Result) -> None:
-    """Short-axis maps (the plane through the injection sites' mean height, or mid-ventricle) of each
-    factor at the snapshot nearest each requested map time."""
-    import matplotlib
+    """Maps of each factor on the short- and long-axis planes at the snapshot nearest each map time."""
+    from . import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
+    figures.plot_maps(folder, res)
 
-    d = res.built.scenario.data
-    want = d["output"]["maps"] or [res.ts[-1]]
-    snap_t = res.ts[res.snap_idx]
-    # snapshots are every output.fields; maps snap to the nearest one
-    pick = sorted({int(np.argmin(np.abs(snap_t - m))) for m in want})
-    x = np.asarray(res.built.disc.coordinates)
-    tissue = np.asarray(res.built.disc.mass).reshape(-1) > 0
-    if x.shape[1] == 3:
-        pts = [p for p in res.built.sites if p is not None]
-        zs = np.sort(np.concatenate(pts)[:, 2]) if pts else None
-        z0 = float(zs[(len(zs) - 1) // 2]) if pts else float(np.median(x[tissue, 2]))  # through a (median) site
-        h = res.built.disc.h() if callable(res.built.disc.h) else res.built.disc.h
-        sel = tissue & (np.abs(x[:, 2] - z0) < 0.6 * h)
-        if sel.sum() < 10:
-            sel = tissue & (np.abs(x[:, 2] - z0) < 1.5 * h)
-        title = f"short axis z = {z0:.2f} mm"
-    else:
-        sel, title = tissue, "plane"
-    for s, f in enumerate(res.factors):
-        fig, axes = plt.subplots(1, len(pick), figsize=(3.2 * len(pick) + 1, 3.4), squeeze=False)
-        vals = res.snaps[pick][:, s][:, sel] * PG_PER_ML
-        hi = max(float(vals.max()), 1e-6)
-        norm = LogNorm(vmin=hi * 1e-4, vmax=hi)
-        for ax, k, v in zip(axes[0], pick, vals):
-            sc = ax.scatter(x[sel, 0], x[sel, 1], c=np.maximum(v, hi * 1e-4), s=5, norm=norm, cmap="viridis",
-                            linewidths=0)
-            ax.set_aspect("equal")
-            ax.set_title(f"{snap_t[k] / 86400.0:.2f} d", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.colorbar(sc, ax=axes[0].tolist(), label=f"{f} (pg/mL)", shrink=0.85)
-        fig.suptitle(f"{f}, {title}", fontsize=10)
-        fig.savefig(folder / f"maps_{f}.png", dpi=110)
-        plt.close(fig)
