@@ -88,42 +88,70 @@ def summary(geom: Mesh | Grid) -> dict:
 
 
 def plot_sections(geom: Mesh | Grid, path, *, z: float | None = None) -> None:
-    """PNG of a short-axis (z = const) and a long-axis (y = 0) section coloured by region."""
+    """PNG of a short-axis (z = const, default the tissue's median height) and a long-axis (through
+    the tissue's median y) section coloured by region: the plane's cut through the tetrahedra, or
+    the grid's voxel slice, with mm axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
 
-    if isinstance(geom, Grid):
-        x = geom.centres().reshape(-1, geom.dim)
-        lab = geom.labels.reshape(-1)
-        keep = lab > 0
-        x, lab, h = x[keep], lab[keep], max(geom.spacing)
-    else:
-        x = geom.points[geom.cells].mean(axis=1)
-        lab = geom.cell_regions
-        h = float(np.cbrt(np.abs(geom.volumes).mean() * 6)) if geom.dim == 3 else float(np.sqrt(np.abs(geom.volumes).mean() * 2))
+    from .sections import cut_tetrahedra
+
     names = {v: k for k, v in geom.region_names.items()}
     colours = {"remote": "#b9c7d6", "border": "#f2a541", "core": "#c0392b"}
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+    labels = sorted(names)
+    cmap = ListedColormap([colours.get(names[v], f"C{k}") for k, v in enumerate(labels)])
+    code = {v: k for k, v in enumerate(labels)}       # region label -> colour index
+    if isinstance(geom, Grid):
+        x = geom.centres().reshape(-1, geom.dim)[geom.labels.reshape(-1) > 0]
+    else:
+        x = geom.points
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
     if x.shape[1] == 2:
-        sections = [("plane", np.ones(len(x), bool), 0, 1)]
+        sections = [("plane", None, None)]
     else:
         z = float(np.median(x[:, 2])) if z is None else z
-        sections = [(f"short axis, z = {z:.2f} mm", np.abs(x[:, 2] - z) < 0.75 * h, 0, 1),
-                    ("long axis, y = 0", np.abs(x[:, 1]) < 0.75 * h, 0, 2)]
-    for ax, (title, sel, i, j) in zip(axes, sections):
-        for label in np.unique(lab[sel]):
-            m = sel & (lab == label)
-            name = names.get(int(label), str(label))
-            ax.scatter(x[m, i], x[m, j], s=6, c=colours.get(name, None), label=name, linewidths=0)
+        y0 = float(np.median(x[:, 1]))
+        sections = [(f"short axis, z = {z:.1f} mm", np.array([0.0, 0.0, z]), np.array([0.0, 0.0, 1.0])),
+                    (f"long axis, y = {y0:.1f} mm", np.array([0.0, y0, 0.0]), np.array([0.0, 1.0, 0.0]))]
+    for ax, (title, origin, normal) in zip(axes, sections):
+        if isinstance(geom, Grid):
+            lab = np.asarray(geom.labels)
+            h, o = np.asarray(geom.spacing, float), np.asarray(geom.origin, float)
+            if lab.ndim == 2:
+                img, (i, j) = lab.T, (0, 1)
+            elif normal[2] == 1.0:
+                k = int(np.clip(round((origin[2] - o[2]) / h[2]), 0, lab.shape[2] - 1))
+                img, (i, j) = lab[:, :, k].T, (0, 1)
+            else:
+                k = int(np.clip(round((origin[1] - o[1]) / h[1]), 0, lab.shape[1] - 1))
+                img, (i, j) = lab[:, k, :].T, (0, 2)
+            ext = [o[i] - h[i] / 2, o[i] + h[i] * (lab.shape[i] - 0.5), o[j] - h[j] / 2, o[j] + h[j] * (lab.shape[j] - 0.5)]
+            idx = np.vectorize(lambda v: code.get(int(v), -1))(img) if img.size else img
+            ax.imshow(np.ma.masked_less(idx, 0), origin="lower", extent=ext, cmap=cmap, vmin=-0.5,
+                      vmax=len(labels) - 0.5, interpolation="nearest")
+            xl, yl = "xyz"[i], "xyz"[j]
+        else:
+            import matplotlib.tri as mtri
+
+            if origin is None:
+                tri = mtri.Triangulation(geom.points[:, 0], geom.points[:, 1], geom.cells)
+                colour = np.array([code[int(v)] for v in geom.cell_regions])
+            else:
+                xy, cells, _ = cut_tetrahedra(geom.points, geom.cells, origin, normal)
+                tri = mtri.Triangulation(xy[:, 0], xy[:, 1], np.arange(len(xy)).reshape(-1, 3))
+                colour = np.array([code[int(v)] for v in geom.cell_regions[cells]])
+            ax.tripcolor(tri, facecolors=colour, cmap=cmap, vmin=-0.5, vmax=len(labels) - 0.5, edgecolors="none")
+            xl, yl = ("x", "y") if origin is None or normal[2] == 1.0 else ("x", "z")
         ax.set_aspect("equal")
-        ax.set_title(title)
-        ax.set_xlabel("xyz"[i] + " (mm)")
-        ax.set_ylabel("xyz"[j] + " (mm)")
-    axes[0].legend(loc="upper right", fontsize=8, markerscale=2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(f"{xl} (mm)")
+        ax.set_ylabel(f"{yl} (mm)")
+    handles = [matplotlib.patches.Patch(color=cmap(code[v]), label=names[v]) for v in labels]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
     if len(sections) == 1:
         axes[1].axis("off")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

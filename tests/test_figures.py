@@ -127,3 +127,18 @@ def test_region_courses_show_the_first_hours_and_distinct_maxima(runs):
     finally:
         for fig in figs.values():
             plt.close(fig)
+
+
+def test_sections_of_an_off_centre_label_grid_show_both_planes(tmp_path):
+    """A label image sits where the scanner put it, not around y = 0: the long-axis section goes
+    through the tissue's median y, so neither panel is empty."""
+    lab = np.zeros((20, 20, 12), int)
+    lab[4:16, 4:16, 2:10] = 1
+    lab[4:8, 4:16, 2:10] = 3
+    lab[8:9, 4:16, 2:10] = 2
+    grid = geometry.Grid(lab, (0.5, 0.5, 0.5), (40.0, 60.0, -3.0), {"remote": 1, "border": 2, "core": 3})
+    geometry.plot_sections(grid, tmp_path / "s.png")
+    img = plt.imread(tmp_path / "s.png")[..., :3]
+    w = img.shape[1]
+    left, right = img[:, : w // 2 - 40], img[:, w // 2: w - 120]
+    assert left.std() > 0.05 and right.std() > 0.05
