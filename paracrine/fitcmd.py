@@ -220,12 +220,16 @@ def add_sweep_parser(sub) -> None:
                                     "writes one row of exposure metrics per member to OUT/sweep.csv (+ sweep.json).")
     sw.add_argument("scenario")
     sw.add_argument("--vary", nargs="+", required=True, metavar="NAME=VALUES",
-                    help="e.g. 'cells.dose=1e5,1e6,1e7' 'VEGF.uptake.border=1e-4 1/s,1e-3 1/s' (units allowed)")
+                    help="free parameters ('cells.dose=1e5,1e6,1e7' 'VEGF.uptake.border=1e-4 1/s,1e-3 1/s', units allowed) "
+                         "or scenario keys by path ('injection[0].repeat.every=1 d,2 d' 'injection[0].route=intramyocardial,intracoronary' "
+                         "'medium[0].volume=5 uL,50 uL')")
     sw.add_argument("--zip", action="store_true", help="pair the i-th values instead of the Cartesian product")
     sw.add_argument("--out", help="output folder (new; default sweeps/<scenario>)")
     sw.add_argument("--precision", choices=["single", "double"], default="single")
     sw.add_argument("--device", choices=["cpu", "gpu"])
     sw.add_argument("--force", action="store_true", help="start even when the work estimate is above the limits")
+    sw.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                    help="progress bar on stderr over the groups of a key sweep (auto: on a terminal)")
 
 
 def run_sweep(args, set_platform) -> int:
@@ -241,6 +245,11 @@ def run_sweep(args, set_platform) -> int:
     counts = [len(item.partition("=")[2].split(",")) for item in args.vary]
     members = max(counts) if args.zip else math.prod(counts)
     _estimate("sweep", scen, members=members, force=args.force, itemsize=8 if args.precision == "double" else 4)
+    from . import sweepkeys
+
+    names = [item.partition("=")[0].strip() for item in args.vary]
+    if any(sweepkeys.is_key_path(n) for n in names):
+        return _run_key_sweep(args, scen, out)
     built = build(scen)
     vary = {}
     for item in args.vary:
@@ -278,3 +287,70 @@ def _write_sweep(tmp, scen, res) -> None:
     (tmp / "sweep.json").write_text(json.dumps({"scenario": scen.source, "names": res["names"], "units": res["units"],
                                                 "values": res["values"].tolist(), "devices": res["devices"],
                                                 "metrics": res["metrics"]}, indent=1))
+
+
+def _run_key_sweep(args, scen, out) -> int:
+    """`paracrine sweep` over scenario keys by path (see paracrine.sweepkeys)."""
+    import json
+
+    from . import sweepkeys
+
+    vary = {}
+    for item in args.vary:
+        name, _, rest = item.partition("=")
+        name = name.strip()
+        if not sweepkeys.is_key_path(name):
+            raise ValueError(f"--vary {name}: a free parameter cannot be swept together with scenario keys; give "
+                             "it by its scenario key (e.g. injection[0].dose instead of cells.dose)")
+        sweepkeys.parse_path(name)
+        if not rest:
+            raise ValueError(f"--vary {item!r}; allowed: KEY=VALUE,VALUE,...")
+        vary[name] = [sweepkeys.parse_value(v) for v in rest.split(",")]
+    bar = _sweep_progress(args)
+    try:
+        res = sweepkeys.sweep(Path(args.scenario).read_text(), str(args.scenario), vary, zip_values=args.zip,
+                              progress=bar)
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+    _check_out(out)
+    tmp = _fresh_partial(out)
+    made = E.make_parents(tmp)
+    tmp.mkdir()
+    try:
+        sweepkeys.write(tmp, res, source=str(args.scenario))
+        (tmp / "sweep.json").write_text(json.dumps({"scenario": str(args.scenario), "keys": res["keys"],
+                                                    "members": res["rows"], "groups": res["groups"],
+                                                    "metrics": res["metrics"]}, indent=1, default=str))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        E.remove_created(made)
+        raise
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    print(f"paracrine sweep: {len(res['rows'])} members in {len(res['groups'])} group(s) of equal structure "
+          f"({len(res['groups'])} compilation(s)) -> {out}/sweep.csv")
+    print((out / "sweep.csv").read_text(), end="")
+    return 0
+
+
+def _sweep_progress(args):
+    """progress(i, n, members) after each group: a tqdm bar on stderr (--progress) or nothing."""
+    import sys
+
+    on = {"auto": sys.stderr.isatty(), "on": True, "off": False}[getattr(args, "progress", "auto")]
+    if not on:
+        return lambda i, n, m: None
+    from tqdm import tqdm
+
+    state = {}
+
+    def update(i, n, m):
+        if "bar" not in state:
+            state["bar"] = tqdm(total=n, desc="paracrine sweep", unit="group", file=sys.stderr)
+        state["bar"].update(1)
+        state["bar"].set_postfix_str(f"{m} member(s)")
+
+    update.close = lambda: state["bar"].close() if "bar" in state else None
+    return update
