@@ -48,6 +48,24 @@ def _check_out(out: Path) -> None:
     _fresh_partial(out)
 
 
+def _publish(out: Path, write) -> None:
+    """write(tmp) into OUT.partial, created by this invocation (an existing one is refused, never written
+    into), then renamed to OUT; on any failure the folder and the parents this call made are removed."""
+    _check_out(out)   # again: the work took a while, and the folder is looked at once more before writing
+    tmp = _fresh_partial(out)
+    made = E.make_parents(tmp)
+    tmp.mkdir()
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation, as the parents
+        E.remove_created(made)
+        raise
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+
+
 def _estimate(command: str, scen, *, free: int = 0, members: int = 1, force: bool = False, itemsize: int = 8):
     """The work of one model pass of `command` on the scenario, on stderr; refused above estimate.LIMITS
     unless forced. Memory: the state with its tangents (forward-mode Jacobian) or members."""
@@ -187,19 +205,7 @@ def run(args, set_platform) -> int:
                             progress=bar if args.starts == 1 else None, ftol=args.ftol)
     finally:
         bar.close()
-    _check_out(out)
-    tmp = _fresh_partial(out)
-    made = E.make_parents(tmp)
-    tmp.mkdir()   # ours from here on (an existing one is refused, never written into)
-    try:
-        fitreport.write(res, scen, tmp, figures=not args.no_figures)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation, as the parents
-        E.remove_created(made)
-        raise
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    _publish(out, lambda tmp: fitreport.write(res, scen, tmp, figures=not args.no_figures))
     print(f"{res.status}: {res.iterations} iterations, {res.n_solves} model passes, {res.wall_s:.1f} s "
           f"(+{res.compile_s:.1f} s compile); loss {res.loss:.6g}, chi2 {res.chi2:.3g} for {res.n_data} data")
     claim = res.intervals_note is None
@@ -260,19 +266,7 @@ def run_sweep(args, set_platform) -> int:
         (p,) = calibrate.resolve(built, [name])
         vary[name] = [_quantity(v, p.unit, f"--vary {name}") for v in rest.split(",")]
     res = calibrate.sweep(built, vary, zip_values=args.zip)
-    _check_out(out)
-    tmp = _fresh_partial(out)
-    made = E.make_parents(tmp)
-    tmp.mkdir()
-    try:
-        _write_sweep(tmp, scen, res)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)   # created by this invocation, as the parents
-        E.remove_created(made)
-        raise
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    _publish(out, lambda tmp: _write_sweep(tmp, scen, res))
     print(f"paracrine sweep: {len(res['values'])} members on {res['devices']} device(s) -> {out}/sweep.csv")
     print((out / "sweep.csv").read_text(), end="")
     return 0
@@ -313,22 +307,13 @@ def _run_key_sweep(args, scen, out) -> int:
     finally:
         if hasattr(bar, "close"):
             bar.close()
-    _check_out(out)
-    tmp = _fresh_partial(out)
-    made = E.make_parents(tmp)
-    tmp.mkdir()
-    try:
+    def write(tmp):
         sweepkeys.write(tmp, res, source=str(args.scenario))
         (tmp / "sweep.json").write_text(json.dumps({"scenario": str(args.scenario), "keys": res["keys"],
                                                     "members": res["rows"], "groups": res["groups"],
                                                     "metrics": res["metrics"]}, indent=1, default=str))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        E.remove_created(made)
-        raise
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+
+    _publish(out, write)
     print(f"paracrine sweep: {len(res['rows'])} members in {len(res['groups'])} group(s) of equal structure "
           f"({len(res['groups'])} compilation(s)) -> {out}/sweep.csv")
     print((out / "sweep.csv").read_text(), end="")
