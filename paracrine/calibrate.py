@@ -222,6 +222,14 @@ def member_metrics(built, acc, secreted) -> dict:
                f"{f}.peak_time_h": float(acc["peak_mean_time"][s, r]) / 3600.0, f"{f}.secreted_pg": float(secreted[s])}
         if d["factors"][f]["threshold"] is not None:
             row[f"{f}.hours_above_threshold"] = float(acc["above_mean"][s, r]) / 3600.0
+            if "above_node" in acc:   # the share of the region's volume above it for output.exposure, as `run`
+                from paracrine.solver.metrics import exposed_share
+
+                from .build import _region_share
+
+                W = _region_share(built.disc) * np.asarray(built.disc.mass, float).reshape(-1)[:, None]
+                share = np.asarray(exposed_share(np.asarray(acc["above_node"]), W, d["output"]["exposure"]))
+                row[f"{f}.exposed_volume_fraction"] = float(share[s, r])
         out.update(row)
     return out
 

@@ -265,7 +265,11 @@ def run_sweep(args, set_platform) -> int:
             raise ValueError(f"--vary {item!r}; allowed: NAME=VALUE,VALUE,...")
         (p,) = calibrate.resolve(built, [name])
         vary[name] = [_quantity(v, p.unit, f"--vary {name}") for v in rest.split(",")]
+    bar = _sweep_progress(args)
     res = calibrate.sweep(built, vary, zip_values=args.zip)
+    bar(1, 1, len(res["values"]))   # one vmapped program: one step of the bar
+    if hasattr(bar, "close"):
+        bar.close()
     _publish(out, lambda tmp: _write_sweep(tmp, scen, res))
     print(f"paracrine sweep: {len(res['values'])} members on {res['devices']} device(s) -> {out}/sweep.csv")
     print((out / "sweep.csv").read_text(), end="")
@@ -278,6 +282,11 @@ def _write_sweep(tmp, scen, res) -> None:
     from . import calibrate
 
     calibrate.write_table(tmp / "sweep.csv", res)
+    from . import sweepkeys
+
+    (tmp / "figures").mkdir()
+    sweepkeys.plot(tmp / "figures" / "sweep.png", {"keys": res["names"], "metrics": res["metrics"],
+                                                   "rows": [dict(zip(res["names"], map(float, v))) for v in res["values"]]})
     (tmp / "sweep.json").write_text(json.dumps({"scenario": scen.source, "names": res["names"], "units": res["units"],
                                                 "values": res["values"].tolist(), "devices": res["devices"],
                                                 "metrics": res["metrics"]}, indent=1))

@@ -105,5 +105,9 @@ def test_paracrine_sweep_cli(tmp_path, capsys):
     assert rows[0].startswith("cells.dose [cell],VEGF.uptake.border [1/s],status,VEGF.auc_pg_per_mL_h")
     assert len(rows) == 3 and rows[1].startswith("100000,0.001,success")
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["names"] == ["cells.dose", "VEGF.uptake.border"]
+    assert "VEGF.exposed_volume_fraction" in rows[0]                    # the run's metric, as for key sweeps
+    import matplotlib.pyplot as plt
+
+    assert plt.imread(tmp_path / "sw" / "figures" / "sweep.png")[..., :3].std() > 0.05   # the dose-response figure
     assert main(["sweep", str(tmp_path / "s.toml"), "--vary", "cells.dose=1e5 s", "--out", str(tmp_path / "x")]) == 2
     assert "--vary cells.dose" in capsys.readouterr().err and not (tmp_path / "x").exists()
