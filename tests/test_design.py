@@ -115,6 +115,7 @@ def small():
     return build(sc.loads(SMALL, source="small.toml"))
 
 
+@pytest.mark.slow   # fast path: the design benchmark's quick mode (design against a grid sweep) and the closed-form optimum test
 def test_optimum_matches_and_beats_a_grid_sweep(small):
     """Two controls (injection time, dose under a budget) for the border-zone mean at day 1: the design's
     optimum lies within one grid step of the best point of a `paracrine sweep` grid and beats every point."""
@@ -206,6 +207,7 @@ def test_bad_design_input_is_refused_and_writes_nothing(tmp_path, capsys, extra,
     assert not out.exists() and not (tmp_path / "d.partial").exists()
 
 
+@pytest.mark.slow   # fast path: test_design_cli_compares_products_each_with_its_own_controls_and_limits (the design CLI end to end)
 def test_design_cli_ranks_alternatives_and_writes_a_runnable_scenario(tmp_path, capsys):
     f = tmp_path / "s.toml"
     f.write_text(SMALL.replace('time = "14 h"', 'time = "2 h"\nrepeat = { count = 2, every = "6 h" }')

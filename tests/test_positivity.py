@@ -1,6 +1,7 @@
 """Positivity: random parameters never give a negative or non-finite value."""
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ MESH = geometry.discretise(geometry.box_mesh([0, 0], [1, 1], 6, regions={"remote
 log_uniform = lambda lo, hi: st.floats(np.log10(lo), np.log10(hi)).map(lambda e: 10.0 ** e)  # noqa: E731
 
 
+@pytest.mark.slow   # fast path: test_every_sink_on_random_parameters_positive_and_budget_closes (random parameters, every sink on)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(disc=st.sampled_from([GRID, MESH]), method=st.sampled_from(["rkl2", "cn", "euler", "trbdf2"]),
        D=st.tuples(log_uniform(1e-5, 1.0), log_uniform(1e-5, 1.0)), decay=log_uniform(1e-6, 10.0),
