@@ -140,6 +140,12 @@ def _region_share(disc) -> np.ndarray:
     return share
 
 
+def region_volumes(disc) -> np.ndarray:
+    """(N, R) volume (mm^3) of each node's (voxel's) control volume in each region: what region means,
+    amounts and exposed volume shares are weighted by."""
+    return _region_share(disc) * np.asarray(disc.mass, float).reshape(-1)[:, None]
+
+
 def _perfused_density(disc, g: dict, territory, regions) -> np.ndarray:
     """Perfused tissue: the share of each node outside the core; with a territory, only in its AHA
     segments or in the border zone (which surrounds the core and shares its supply: with a

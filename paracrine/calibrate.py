@@ -215,6 +215,14 @@ def member_metrics(built, acc, secreted) -> dict:
     d = built.scenario.data
     model = built.model
     r = model.regions.index("border") if "border" in model.regions else 0
+    share = None
+    if "above_node" in acc:   # once per member, not per factor
+        from paracrine.solver.metrics import exposed_share
+
+        from .build import region_volumes
+
+        share = np.asarray(exposed_share(np.asarray(acc["above_node"]), region_volumes(built.disc),
+                                         d["output"]["exposure"]))
     out = {}
     for s, f in enumerate(model.factors):
         row = {f"{f}.auc_pg_per_mL_h": float(acc["auc"][s, r]) * PG_PER_ML / 3600.0,
@@ -222,13 +230,7 @@ def member_metrics(built, acc, secreted) -> dict:
                f"{f}.peak_time_h": float(acc["peak_mean_time"][s, r]) / 3600.0, f"{f}.secreted_pg": float(secreted[s])}
         if d["factors"][f]["threshold"] is not None:
             row[f"{f}.hours_above_threshold"] = float(acc["above_mean"][s, r]) / 3600.0
-            if "above_node" in acc:   # the share of the region's volume above it for output.exposure, as `run`
-                from paracrine.solver.metrics import exposed_share
-
-                from .build import _region_share
-
-                W = _region_share(built.disc) * np.asarray(built.disc.mass, float).reshape(-1)[:, None]
-                share = np.asarray(exposed_share(np.asarray(acc["above_node"]), W, d["output"]["exposure"]))
+            if share is not None:   # the share of the region's volume above it for output.exposure, as `run`
                 row[f"{f}.exposed_volume_fraction"] = float(share[s, r])
         out.update(row)
     return out

@@ -75,22 +75,25 @@ class Spec:
 _PART = re.compile(r"^([A-Za-z_][A-Za-z_0-9]*)(?:\[(\d+)\])?$")
 
 
-def set_key(raw: dict, path: str, value) -> None:
+def set_key(raw: dict, path: str, value, *, option: str = "--choose") -> None:
     """raw[path] = value for a dotted path with list indices, e.g. `injection[0].repeat.count`;
-    `injection[0].repeat.count = 1` removes the repeat (one dose)."""
+    `injection[0].repeat.count = 1` removes the repeat (one dose). Shared by `paracrine design
+    --choose` and `paracrine sweep --vary` (`option` names the one in messages)."""
     parts = path.split(".")
     node = raw
     for i, part in enumerate(parts):
         m = _PART.match(part)
         if not m:
-            raise ScenarioError(f"--choose {path}: {part!r} is not a key (allowed: name or name[index])")
+            raise ScenarioError(f"{option} {path}: {part!r} is not a key or key[index]; allowed: e.g. "
+                                "injection[0].repeat.every, medium[0].volume, geometry.mesh_size")
         key, idx = m.group(1), m.group(2)
         last = i == len(parts) - 1
         if idx is not None:
             lst = node.get(key)
             if not isinstance(lst, list) or int(idx) >= len(lst):
                 n = len(lst) if isinstance(lst, list) else 0
-                raise ScenarioError(f"--choose {path}: the scenario has {n} [[{key}]] table(s); allowed index 0 to {n - 1}")
+                raise ScenarioError(f"{option} {path}: the scenario has no {key}[{idx}] ({n} given); allowed index "
+                                    f"0 to {n - 1}" if n else f"{option} {path}: the scenario has no [[{key}]] table")
             if last:
                 lst[int(idx)] = value
                 return
@@ -108,8 +111,15 @@ def set_key(raw: dict, path: str, value) -> None:
         if key == "repeat" and key not in node:
             node[key] = {}
         if not isinstance(node.get(key), dict):
-            raise ScenarioError(f"--choose {path}: the scenario has no table {'.'.join(parts[:i + 1])}")
+            raise ScenarioError(f"{option} {path}: the scenario has no table {'.'.join(parts[:i + 1])}")
         node = node[key]
+
+
+def set_keys(raw: dict, items, *, option: str = "--choose") -> None:
+    """set_key for each (path, value); a `repeat.count` goes after the other keys (a count of 1 removes
+    the repeat table, which another key of it would otherwise bring back without its count)."""
+    for path, value in sorted(items, key=lambda kv: kv[0].endswith("repeat.count")):
+        set_key(raw, path, value, option=option)
 
 
 def _walk(raw, parts):
@@ -121,8 +131,8 @@ def _walk(raw, parts):
     return node
 
 
-def _typed(text: str):
-    """A --choose value as TOML would read it (a number, true/false, or a string)."""
+def typed(text: str):
+    """A --choose or --vary value as TOML would read it (a number, true/false, or a string)."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -140,8 +150,7 @@ def alternatives(scenario_text: str, source: str, choose: dict, base=None) -> li
     out = []
     for combo in itertools.product(*[choose[k] for k in keys]) if keys else [()]:
         raw = copy.deepcopy(raw0)
-        for k, v in zip(keys, combo):
-            set_key(raw, k, _typed(v) if isinstance(v, str) else v)
+        set_keys(raw, [(k, typed(v) if isinstance(v, str) else v) for k, v in zip(keys, combo)])
         label = ", ".join(f"{k}={v}" for k, v in zip(keys, combo)) or Path(source).stem
         out.append((label, tomli_w.dumps(raw), raw))
     return out

@@ -81,8 +81,8 @@ def map_floor(values) -> tuple[float, float]:
     return hi * FLOOR, hi
 
 
-def _draw_mesh_cut(ax, res, plane, fields, s, norm, cmap):
-    """One panel: the factor s of `fields` (N,) on the cut, region outlines, sites; returns the artist."""
+def _draw_mesh_cut(ax, res, plane, fields, norm, cmap):
+    """One panel: the field `fields` (N,) on the cut, region outlines, sites; returns the artist."""
     disc = res.built.disc
     mesh = disc.mesh
     share = np.asarray(res.share, float)
@@ -109,7 +109,7 @@ def _draw_grid_slice(ax, res, plane, fields, norm, cmap):
         n, u, v = plane_basis(plane["normal"])
         if abs(n[2]) > 0.9:                          # short axis: the z layer through the plane
             k = int(np.clip(round((plane["origin"][2] - o[2]) / h[2]), 0, lab.shape[2] - 1))
-            img, lab2, ext = field[:, :, k].T, lab[:, :, k].T, (o[0], o[1], h[0], h[1])
+            img, lab2 = field[:, :, k].T, lab[:, :, k].T
             xy_lo = (o[0] - h[0] / 2, o[1] - h[1] / 2)
             ext = [xy_lo[0], xy_lo[0] + h[0] * lab.shape[0], xy_lo[1], xy_lo[1] + h[1] * lab.shape[1]]
         else:                                        # long axis: the x (or y) layer nearest the plane's axis
@@ -188,7 +188,7 @@ def map_figures(res) -> dict:
             for col, k in enumerate(pick):
                 ax = axes[row, col]
                 if kind == "mesh" and plane["origin"] is not None:
-                    art, xy = _draw_mesh_cut(ax, res, plane, snaps[col], s, norm, cmap)
+                    art, xy = _draw_mesh_cut(ax, res, plane, snaps[col], norm, cmap)
                     corners = np.array([xy.min(axis=0), xy.max(axis=0)]) if len(xy) else np.zeros((2, 2))
                 elif kind == "mesh":      # a 2-D mesh: its own plane
                     import matplotlib.tri as mtri

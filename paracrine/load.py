@@ -324,27 +324,32 @@ def run(scenario=None, out=None, *, device: str | None = None, precision: str | 
         a loaded `paracrine.scenario.Scenario`, or None for the built-in default.
     out: the run folder to create (must not exist; runs never overwrite); default runs/<file stem>, or
         runs/<title or "scenario"> for a dict, runs/default for the default, as the command line does.
-    device: "cpu" or "gpu" (default: JAX's choice); precision: "single" or "double" (default: JAX's
-        current setting; "double" turns on jax_enable_x64 for the whole process, as --precision double does;
-        "single" is refused where x64 is already on: JAX cannot turn it back off for one run).
+    device: "cpu" or "gpu", precision: "single" or "double" (default: what this process's JAX has). A
+        library call does not change JAX's process-wide configuration: the device and the precision asked
+        for must be the process's (for double precision call `jax.config.update("jax_enable_x64", True)`
+        first; JAX cannot switch precision for one run); a mismatch is refused, saying what to set.
     progress: a progress bar on stderr (None: on a terminal); figures, checkpoint_every, force, resume as
         for the command line (resume=True continues the interrupted run in `out`).
     """
-    from . import cli, runner, scenario as sc
+    from . import runner, scenario as sc
 
     if precision not in (None, "single", "double"):
         raise ValueError(f"precision = {precision!r}; allowed: 'single', 'double' or None")
     if device not in (None, "cpu", "gpu"):
         raise ValueError(f"device = {device!r}; allowed: 'cpu', 'gpu' or None")
-    cli._set_platform(device, precision or "single")
-    kw = dict(checkpoint_every=checkpoint_every, progress=progress, figures=figures, force=force)
-    if precision == "single":
-        import jax
+    import jax
 
-        if jax.config.jax_enable_x64:
-            raise ValueError("precision = 'single', but jax_enable_x64 is on in this process (a run in float32 "
-                             "needs it off); allowed: precision='double' or None here, or 'single' in a process "
-                             "that has not enabled x64")
+    kw = dict(checkpoint_every=checkpoint_every, progress=progress, figures=figures, force=force)
+    if device is not None and jax.default_backend() != device:
+        raise ValueError(f"device = {device!r}, but this process's JAX runs on {jax.default_backend()!r}; allowed: "
+                         f"None, or set JAX_PLATFORMS before JAX starts")
+    if precision == "single" and jax.config.jax_enable_x64:
+        raise ValueError("precision = 'single', but jax_enable_x64 is on in this process (a run in float32 "
+                         "needs it off); allowed: precision='double' or None here, or 'single' in a process "
+                         "that has not enabled x64")
+    if precision == "double" and not jax.config.jax_enable_x64:
+        raise ValueError("precision = 'double', but jax_enable_x64 is off in this process; allowed: None or "
+                         "'single', or call jax.config.update(\"jax_enable_x64\", True) before any JAX work")
     if resume:
         if out is None:
             raise ValueError("resume=True needs out, the run folder to continue")

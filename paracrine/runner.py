@@ -33,7 +33,7 @@ import numpy as np
 
 from . import estimate as E
 from . import report
-from .build import _region_share, build, make_geometry
+from .build import _region_share, build, make_geometry, region_volumes
 from .scenario import Scenario, ScenarioError, loads, save_times
 from .logs import logger
 
@@ -476,8 +476,7 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     steps_kw = dict(dt=d["time"]["dt"]) if fixed else dict(rtol=d["time"]["rtol"])
     S, R = model.n_factors, model.n_regions
     share = _region_share(disc)
-    mass = np.asarray(disc.mass, float).reshape(-1)
-    W = share * mass[:, None]                      # (N, R) region volume per node
+    W = region_volumes(disc)                       # (N, R) region volume per node
     thresholds = np.array([d["factors"][f]["threshold"] or np.inf for f in model.factors])
     binding = params.binding is not None
     exposure = solver.Exposure(W, thresholds, dtype=dtype)  # AUC, peaks, time above: every step, in the loop

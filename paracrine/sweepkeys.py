@@ -13,14 +13,13 @@ volume share, the secreted amount and the budget closure.
 
 from __future__ import annotations
 
+import copy
 import itertools
-import re
 import tomllib
 
 import numpy as np
 
 PG_PER_ML = 1e3
-_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
 #: top-level tables of a scenario file: a --vary name starting with one of them (or holding an index) is a
 #: key path; `cells.*` names stay free parameters (cells.dose, cells.washout, ...), as factor names do
 TABLES = ("title", "geometry", "time", "output", "factors", "injection", "medium", "data")
@@ -32,59 +31,25 @@ def is_key_path(name: str) -> bool:
 
 
 def parse_path(path: str) -> list:
-    """'injection[0].repeat.every' -> ['injection', 0, 'repeat', 'every']."""
+    """'injection[0].repeat.every' -> ['injection', 0, 'repeat', 'every'] (checked before any work; the
+    parts are the ones `design.set_key` walks)."""
+    from .design import _PART
+
     out = []
     for part in path.split("."):
-        m = _SEGMENT.match(part)
+        m = _PART.match(part)
         if not m:
-            raise ValueError(f"--vary key {path!r}: {part!r} is not a key or key[index]; allowed: e.g. "
+            raise ValueError(f"--vary {path}: {part!r} is not a key or key[index]; allowed: e.g. "
                              "injection[0].repeat.every, medium[0].volume, geometry.mesh_size")
-        out.append(m.group(1))
-        if m.group(2) is not None:
-            out.append(int(m.group(2)))
+        out += [m.group(1)] + ([int(m.group(2))] if m.group(2) is not None else [])
     return out
 
 
 def parse_value(text: str):
     """A value as it would be written in TOML: a number, true/false, or a string ('1 d', 'intracoronary')."""
-    t = text.strip()
-    if t in ("true", "false"):
-        return t == "true"
-    try:
-        v = int(t)
-        return v
-    except ValueError:
-        pass
-    try:
-        v = float(t)
-        return v
-    except ValueError:
-        return t
+    from .design import typed
 
-
-def set_key(raw: dict, path: list, value, key: str) -> None:
-    node = raw
-    for i, seg in enumerate(path[:-1]):
-        nxt = path[i + 1]
-        if isinstance(seg, int):
-            if not isinstance(node, list) or seg >= len(node):
-                raise ValueError(f"--vary {key}: the scenario has no {'.'.join(map(str, path[:i]))}[{seg}] "
-                                 f"({len(node) if isinstance(node, list) else 0} given)")
-            node = node[seg]
-            continue
-        if seg not in node:
-            if isinstance(nxt, int):
-                raise ValueError(f"--vary {key}: the scenario has no {seg!r} list to index")
-            node[seg] = {}
-        node = node[seg]
-        if not isinstance(node, (dict, list)):
-            raise ValueError(f"--vary {key}: {seg!r} is a value, not a table")
-    last = path[-1]
-    if isinstance(last, int):
-        raise ValueError(f"--vary {key}: a key path ends in a key, not an index")
-    if not isinstance(node, dict):
-        raise ValueError(f"--vary {key}: {'.'.join(map(str, path[:-1]))} is not a table")
-    node[last] = value
+    return typed(text)
 
 
 def members(text: str, vary: dict, *, zip_values: bool = False) -> list[dict]:
@@ -105,24 +70,16 @@ def scenarios(text: str, source: str, rows: list[dict]):
     import tomli_w
 
     from . import scenario as sc
+    from .design import set_keys
 
     out = []
     base = tomllib.loads(text)
     for m, row in enumerate(rows):
-        raw = _copy(base)
-        for key, value in row.items():
-            set_key(raw, parse_path(key), value, key)
+        raw = copy.deepcopy(base)
+        set_keys(raw, row.items(), option="--vary")   # the one key-path mechanism, shared with design --choose
         label = ", ".join(f"{k} = {v!r}" for k, v in row.items())
         out.append(sc.loads(tomli_w.dumps(raw), source=f"{source} (sweep member {m}: {label})"))
     return out
-
-
-def _copy(x):
-    if isinstance(x, dict):
-        return {k: _copy(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_copy(v) for v in x]
-    return x
 
 
 def _structure(built, ts):
@@ -197,13 +154,14 @@ def member_row(built, acc, budget, status, final, bound) -> dict:
     from paracrine import solver
     from paracrine.solver.metrics import exposed_share
 
-    from .build import _region_share
+    from .build import region_volumes
 
     d = built.scenario.data
     model = built.model
     r = model.regions.index("border") if "border" in model.regions else 0
-    W = _region_share(built.disc) * np.asarray(built.disc.mass, float).reshape(-1)[:, None]   # (N, R) volume
+    W = region_volumes(built.disc)
     vol = W.sum(axis=1)
+    share = np.asarray(exposed_share(acc["above_node"], W, d["output"]["exposure"]))
     row = {"status": solver.STATUS_MESSAGES[int(status)]}
     for s, f in enumerate(model.factors):
         row[f"{f}.auc_pg_per_mL_h"] = float(acc["auc"][s, r]) * PG_PER_ML / 3600.0
@@ -211,7 +169,6 @@ def member_row(built, acc, budget, status, final, bound) -> dict:
         row[f"{f}.peak_mean_time_h"] = float(acc["peak_mean_time"][s, r]) / 3600.0
         if d["factors"][f]["threshold"] is not None:
             row[f"{f}.mean_above_threshold_h"] = float(acc["above_mean"][s, r]) / 3600.0
-            share = np.asarray(exposed_share(acc["above_node"], W, d["output"]["exposure"]))
             row[f"{f}.exposed_volume_fraction"] = float(share[s, r])
         secreted = float(budget["secreted"][s])
         removed = sum(float(v[s]) for k, v in budget.items() if k != "secreted")
