@@ -212,7 +212,7 @@ def _pcg(matvec, b, diag, tol, maxiter, x0=None):
         return k + 1, x, r, p, jnp.where(on, rz_new, rz)
 
     k, x, r, _, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, r, p, rz))
-    converged = ~jnp.any(active(r))
+    converged = jnp.all(dot(r, r) <= stop)   # a NaN residual stops the loop and is not converged
     return x, (k, converged)
 
 

@@ -184,3 +184,26 @@ def test_grid_and_mesh_sources_agree_away_from_the_source():
     on_grid = np.asarray(solver.observe.probes(mg, dg, probes)(0.0, solver.State(cg), None))[0]
     on_mesh = np.asarray(solver.observe.probes(mm, dm, probes)(0.0, solver.State(cm), None))[0]
     np.testing.assert_allclose(on_grid, on_mesh, rtol=0.01)
+
+
+def test_steady_state_on_a_masked_grid_with_region_uptake_only():
+    """Voxels outside the tissue have no coupling and, when every loss is a region uptake, no loss:
+    their Jacobi diagonal is 0. The solve must leave them out (it used to return NaN everywhere and
+    report converged), and give the field of the same loss written as a decay."""
+    disc = masked_grid(2)
+    model = solver.Model(disc, sources=[solver.PointSource.at(disc, np.array([[0.35, 0.35]]))])
+    src = [solver.Constant(rate=1.0)]
+    by_region = solver.steady_state(model, model.params(D=0.01, uptake=[[2.0, 2.0]], sources=src))
+    as_decay = solver.steady_state(model, model.params(D=0.01, decay=2.0, sources=src))
+    c = np.asarray(by_region.c)
+    assert bool(by_region.converged) and np.isfinite(c).all()
+    np.testing.assert_allclose(c, np.asarray(as_decay.c), rtol=1e-8, atol=1e-12)
+    assert c.max() > 0
+
+
+def test_a_nan_residual_is_not_converged():
+    from paracrine.solver.steppers import _pcg
+
+    b = jnp.ones((1, 4))
+    x, (its, ok) = _pcg(lambda v: v * jnp.nan, b, jnp.ones((1, 4)), 1e-8, 10)
+    assert not bool(ok)
