@@ -22,10 +22,13 @@ Set-up (2-D cross-section of rat EDL muscle, steady state, `solver.steady_state`
     scales the field: the model is linear.
   - receptor uptake: first order in the capillary voxels (region uptake). Surface rate constant
     k_s = sum over receptors of kon x receptors per um^2: kon VEGFR1 3e7 /M/s, VEGFR2 1e7 /M/s
-    (Mac Gabhann & Popel's values), 1e4 receptors of each kind per endothelial cell over an
-    endothelial cell surface of 1000 um^2 (both estimates; measured ex vivo in mouse muscle:
-    2,000-3,700 VEGFR1 and 1,300-2,000 VEGFR2 per cell, Imoukhuede & Popel 2012, PLoS ONE
-    7:e44791), with 1 /M/s = 1e15 / 6.022e23 um^3/s per molecule: k_s = 0.66 um/s. Volumetric
+    (BMC Syst Biol 2011, 5:170, Table 2, the Popel-lab values in the project's parameter table),
+    1e4 receptors of each kind per endothelial cell (the low end of the 1e4-6.8e4 VEGFR1 and
+    1e4-1.9e4 VEGFR2 of Stefanini et al. 2008, BMC Syst Biol 2:77) over an endothelial cell
+    surface of 1000 um^2 (an estimate; measured ex vivo in mouse muscle: 2,000-3,700 VEGFR1 and
+    1,300-2,000 VEGFR2 per cell, Imoukhuede & Popel 2012, PLoS ONE 7:e44791, which would give
+    about a quarter of this uptake: see the receptor-density rows below), with
+    1 /M/s = 1e15 / 6.022e23 um^3/s per molecule: k_s = 0.66 um/s. Volumetric
     rate in the capillary voxels: k_s x capillary perimeter / capillary area, with the true
     perimeter 2 pi r of each capillary and the voxel-counted area (so that each capillary takes
     up k_s 2 pi r c per unit depth whatever h is): 0.53-0.59 /s (2 / r = 0.8 /um).
@@ -47,8 +50,8 @@ the binding-free steady field with b at equilibrium, VEGF165 HSPG kon, koff and 
 presets, Crank-Nicolson): the free field moves by at most 8.7e-4 (dt = 0.2 s) and 2.2e-4
 (dt = 0.1 s) of its maximum in 600 s, falling as dt^2: the splitting error of the time
 stepper (with binding on, uptake is integrated with the binding reaction, split from
-diffusion: in a trial run at a lower secretion rate the drift was 4 % at dt = 1 s and 60 % at
-dt = 10 s, where dt x uptake = 6), not a change of the steady state.
+diffusion: the drift is 2.2 % at dt = 1 s and 125 % at dt = 10 s, where dt x uptake = 6; see
+examples/validation/README.md), not a change of the steady state.
 
 Results (float64; relative gradient in % per 10 um). Full: h = 0.5 um, 460 x 478 voxels, grid
 check at h/2 = 0.25 um; about 2 min on 2 cores. Quick (--quick, the test): h = 1 um; about 7 s.
@@ -89,8 +92,8 @@ FIBRE_DIAMETER = 40.0       # um, estimate (rat EDL)
 FIBRE_SPACING = 46.0        # um, centre to centre, hexagonal packing; estimate
 CAPILLARY_RADIUS = 2.5      # um, estimate
 CF_RATIO = 1.5              # capillaries per fibre, estimate (rat EDL)
-KON_R1, KON_R2 = 3e7, 1e7   # /M/s, VEGFR1 and VEGFR2 (Mac Gabhann & Popel)
-RECEPTORS_R1, RECEPTORS_R2 = 1e4, 1e4   # per endothelial cell, estimate
+KON_R1, KON_R2 = 3e7, 1e7   # /M/s, VEGFR1 and VEGFR2 (BMC Syst Biol 2011, 5:170, Table 2)
+RECEPTORS_R1, RECEPTORS_R2 = 1e4, 1e4   # per endothelial cell, low end of Stefanini et al. 2008
 EC_AREA = 1000.0            # um^2 of surface per endothelial cell, estimate
 N_COLS, N_ROWS = 5, 6       # lattice cells across and up (rows even: the packing fits the box)
 SEED = 2006                 # which corners hold a capillary
@@ -153,25 +156,6 @@ def relative_gradient(c, region_index, h_um, inter):
     return (np.hypot(gx, gy)[core] / c[1:-1, 1:-1][core]) * 10.0 * 100.0
 
 
-def _masked_safe(model, disc):
-    """The model with a Jacobi diagonal of 1 on the voxels outside the tissue (a work-around).
-
-    steady_state preconditions CG with the operator's diagonal, which is 0 outside the tissue
-    of a masked grid when every loss is a region uptake (region values are 0 there; a scalar
-    decay would not be): r / diag is then 0 / 0 and the solution NaN, reported as converged.
-    Those voxels have no couplings and no source, so a diagonal of 1 there keeps them at 0 and
-    leaves the tissue's system (and solution) unchanged."""
-    import equinox as eqx
-    import jax.numpy as jnp
-    from paracrine.solver.space_grid import GridSpace
-
-    class _Space(GridSpace):
-        def diagonal(self, g):
-            return jnp.where(self.tissue, super().diagonal(g), 1.0)
-
-    return eqx.tree_at(lambda m: m.space, model, _Space.from_discretisation(disc))
-
-
 def solve(disc, info, *, h_um, receptor_scale=1.0, secretion=SECRETION):
     """The steady field (grid shape) and its relative gradient, for receptors x receptor_scale."""
     from paracrine import solver
@@ -186,7 +170,7 @@ def solve(disc, info, *, h_um, receptor_scale=1.0, secretion=SECRETION):
     near[:, :-1] |= fibre[:, 1:]
     density = (near & (ri == inter)).astype(float)
     src = solver.FieldSource.from_density(disc, density, name="fibres")
-    model = _masked_safe(solver.Model(disc, sources=[src]), disc)
+    model = solver.Model(disc, sources=[src])
     # volumetric rate in the capillary voxels: surface rate x true perimeter / voxel area of the capillaries
     area = (ri == capi).sum() * h_um ** 2
     k_vol = surface_rate_um_s(receptor_scale) * info["n_capillaries"] * 2 * math.pi * CAPILLARY_RADIUS / area
@@ -233,9 +217,6 @@ def compute(quick: bool = False) -> dict:
     """The relative VEGF gradients of the set-up in the module docstring; quick: h = 1 um (and the
     grid check between 2 um and 1 um), else h = 0.5 um (grid check 0.5 um against 0.25 um) plus
     the ECM binding check."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
     t0 = time.perf_counter()
     h = H_QUICK if quick else H_FULL
     disc, info = geometry_setup(h)
@@ -313,6 +294,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="h = 1 um instead of 0.5 um (the test's size)")
     ap.add_argument("--json", metavar="PATH", help="also write the numbers as JSON to PATH")
     args = ap.parse_args(argv)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)   # this program's choice: reference numbers in float64
     res = compute(quick=args.quick)
     print(_table(res))
     if args.json:
