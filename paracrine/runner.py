@@ -46,6 +46,11 @@ HEARTBEAT_S = 60.0
 #: relative budget closure above which a run warns, by precision
 # (measured: the default scenario closes to 4e-8 in single and 2e-16 in double precision)
 CLOSURE_TOLERANCE = {"single": 1e-4, "double": 1e-10}
+#: dt x (region-dependent loss rate) above which a fixed-step run with ECM binding warns: binding
+#: takes the losses with it, split from diffusion, and a fast sink confined to some regions is then
+#: split badly (examples/validation/README.md: 2 % drift at 0.55, 125 % at 5.5; the default
+#: scenario: 0.06)
+SPLIT_LIMIT = 0.1
 
 
 class RunError(RuntimeError):
@@ -474,6 +479,9 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     stepper = (solver.plan(model, params, dt=d["time"]["dt"], method=d["time"]["method"]) if fixed
                else solver.steppers.make_stepper(d["time"]["method"]))
     steps_kw = dict(dt=d["time"]["dt"]) if fixed else dict(rtol=d["time"]["rtol"])
+    split = split_warnings(model, params, d["time"]["dt"])
+    for w in split:
+        note("warning: " + w)
     S, R = model.n_factors, model.n_regions
     share = _region_share(disc)
     W = region_volumes(disc)                       # (N, R) region volume per node
@@ -591,7 +599,7 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
                            steps=state["steps"], stages=state["stages"], limited=np.asarray(state["limited"]))
     m = report.write_all(part, result, figures=figures)
     precision = "double" if np.dtype(dtype) == np.float64 else "single"
-    warnings = closure_warnings(m, precision)
+    warnings = split + closure_warnings(m, precision)
     m["warnings"] = warnings      # in metrics.json too, next to the numbers they concern
     report._write_json(part / "metrics.json", m)
     timings["outputs_s"] = time.perf_counter() - t_out
@@ -615,6 +623,25 @@ def _execute(scenario, out, part, *, resume, dtype, checkpoint_every, progress, 
     if out.exists():
         out.rmdir()
     os.replace(part, out)
+    return out
+
+
+def split_warnings(model, params, dt) -> list[str]:
+    """A warning per factor when fixed steps of dt meet ECM binding and a loss that differs between
+    regions by more than SPLIT_LIMIT / dt (with binding, losses are split from diffusion)."""
+    if dt is None or params.binding is None:
+        return []
+    rates = np.asarray(params.uptake, float) + np.asarray(params.clearance, float)   # (S, R)
+    out = []
+    for i, f in enumerate(model.factors):
+        spread = float(rates[i].max() - rates[i].min())
+        if dt * spread > SPLIT_LIMIT:
+            region = model.regions[int(rates[i].argmax())]
+            out.append(f"{f}: with ECM binding, uptake and clearance are integrated with the binding reaction and "
+                       f"split from diffusion; at time.dt = {dt:g} s the loss in region {region} "
+                       f"({rates[i].max():.3g} /s against {rates[i].min():.3g} /s elsewhere) gives dt x difference "
+                       f"= {dt * spread:.2g}, above {SPLIT_LIMIT:g}, where that split loses accuracy: use error "
+                       f"control (time.rtol) or time.dt <= {SPLIT_LIMIT / spread:.3g} s, or compare two steps")
     return out
 
 
