@@ -59,3 +59,12 @@ def test_relative_gradient_increases_with_receptor_density(result):
 def test_field_is_positive(result):
     assert result["positive"]
     assert result["c_min_over_max"] > 0
+
+
+def test_cell_therapy_steepens_the_gradients_and_raises_vegf(result):
+    """Three fibres at the centre secreting 10x (fused VEGF-overexpressing myoblasts): the relative
+    gradient is no longer set by the capillaries alone (full size: README)."""
+    t, base = result["cell_therapy"], result["relative_gradient_percent_per_10um"]
+    assert t["boosted_fibres"] == 3 and t["fold"] == 10
+    assert t["max"] > 1.5 * base["max"] and t["p95"] > 1.3 * base["p95"]
+    assert 1.5 < t["mean_concentration_x"] < 3.0 and t["peak_concentration_x"] > t["mean_concentration_x"]
