@@ -15,7 +15,14 @@ Equations, ch. IV.3). It is solved in increment form Z_a = Y_a - c:
     Z_0 = h (L c + f),    (I - (h/2) A_a) Z_a = Z_{a-1},    c' = c + Z_d,
 
 each stage a set of independent tridiagonal systems along one axis (`jax.lax.linalg.tridiagonal_solve`,
-batched over the other axes). A field with L c + f = 0 gives Z_0 = 0 and is an exact fixed
+batched over the other axes). Where every line along an axis has the same matrix (homogeneous
+grids without a mask: one matrix per factor) and the axis is not long (n <= DENSE_MAX), the solve is
+instead a product with the matrix's inverse, formed once per step: 2n flops per value against
+about 8 for the Thomas recurrence, but a matrix product runs near the CPU's peak where LAPACK's
+gtsv with many right-hand sides does not (measured at n = 100, 100^3 values, one thread: three
+sweeps in 8.2 ms against 25.8 ms, equal to 3e-7 in float32). Without a sink the inverse's
+columns are rescaled to sum to 1, which they do exactly in exact arithmetic, so the total is kept
+to the round-off of one matrix product. A field with L c + f = 0 gives Z_0 = 0 and is an exact fixed
 point; with zero-flux faces each solve keeps the sum of its right-hand side, so without losses
 the total changes by exactly h sum f (up to round-off). Unlike TR-BDF2 the scheme is not
 L-stable: a mode stiff along one axis is multiplied by about -1 per step, as under Crank-Nicolson.
@@ -29,6 +36,12 @@ import jax.numpy as jnp
 
 from . import steppers
 from .steppers import AbstractStepper, _rhs
+
+#: longest grid axis solved by a dense inverse rather than the tridiagonal recurrence (line-invariant
+#: axes only). Three sweeps over an n^3 float32 cube on one CPU core, recurrence against product:
+#: n = 100 25.8 / 8.2 ms, 128 72 / 31, 160 150 / 71, 200 303 / 183, 256 970 / 569: the product's
+#: cost per value grows as n and the recurrence's does not, so it stops paying past a few hundred
+DENSE_MAX = 256
 
 
 def _line_invariant(space, sink) -> bool:
@@ -63,6 +76,15 @@ def _solve_axis(space, ga, r, z, h, a, invariant):
         diag = 1.0 - lower - upper
         if r is not None:
             diag = diag + half * r.reshape(-1, 1)
+        if n <= DENSE_MAX:
+            A = (jnp.eye(n, dtype=z.dtype) * diag[:, :, None] + jnp.eye(n, k=-1, dtype=z.dtype) * lower[:, :, None]
+                 + jnp.eye(n, k=1, dtype=z.dtype) * upper[:, :, None])          # (S, n, n): row i, column j
+            inv = jnp.linalg.inv(A)
+            if r is None:
+                inv = inv / jnp.sum(inv, axis=1, keepdims=True)    # column sums 1: the total is kept
+            axes = "abcdefgh"[:z.ndim - 1]                           # the grid axes; i, j: along axis a
+            spec = f"sij,s{axes.replace(axes[a], 'j')}->s{axes.replace(axes[a], 'i')}"
+            return jnp.einsum(spec, inv, z)
         moved = jnp.moveaxis(z, ax, -1)
         b = jnp.swapaxes(moved.reshape(S, -1, n), 1, 2)
         x = jax.lax.linalg.tridiagonal_solve(lower, diag, upper, b)

@@ -220,3 +220,37 @@ def test_mesh_is_refused():
 def test_registered():
     assert solver.steppers.METHODS["adi"] is solver.DouglasADI
     assert solver.DouglasADI().order == 2 and np.isinf(float(solver.DouglasADI().limit(jnp.asarray(1.0))))
+
+
+@pytest.mark.parametrize("decay", [0.0, K])
+def test_dense_inverse_path_equals_the_tridiagonal_recurrence(decay, monkeypatch):
+    """Line-invariant axes up to adi.DENSE_MAX are solved by the product with the inverse; the same
+    step through LAPACK's tridiagonal solver agrees to round-off, and without a sink the dense path
+    keeps the total (its inverse's columns summed to 1)."""
+    from paracrine.solver import adi
+
+    disc = box((1.0, 1.5, 2.0), (12, 10, 8))
+    model = solver.Model(disc, factors=("a", "b"))
+    params = model.params(D=[D, 3 * D], decay=decay)
+    c0 = np.random.default_rng(3).uniform(size=model.state_shape)
+    jax.clear_caches()                       # no program traced under another DENSE_MAX
+    dense = np.asarray(solver.simulate(model, params, t_end=20.0, dt=2.0, method="adi", c0=c0).final)
+    monkeypatch.setattr(adi, "DENSE_MAX", 0)
+    jax.clear_caches()                       # the compiled step read DENSE_MAX when it was traced
+    tri = np.asarray(solver.simulate(model, params, t_end=20.0, dt=2.0, method="adi", c0=c0).final)
+    np.testing.assert_allclose(dense, tri, rtol=1e-12, atol=1e-14)
+    jax.clear_caches()                       # leave no program traced under DENSE_MAX = 0
+    assert not np.array_equal(dense, tri)    # two different computations
+    if decay == 0.0:
+        np.testing.assert_allclose(dense.sum(axis=(1, 2, 3)), c0.sum(axis=(1, 2, 3)), rtol=1e-13)
+
+
+def test_dense_inverse_keeps_the_total_in_float32():
+    disc = box((1.0, 1.0, 1.0), 20)
+    model = solver.Model(disc, dtype=jnp.float32)
+    params = model.params(D=jnp.float32(D))
+    params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, params)
+    c0 = np.random.default_rng(4).uniform(size=model.state_shape).astype(np.float32)
+    sol = solver.simulate(model, params, t_end=2000.0, dt=1.0, method="adi", c0=jnp.asarray(c0))
+    total = float(np.asarray(sol.final, np.float64).sum())
+    assert abs(total / float(c0.astype(np.float64).sum()) - 1) < 1e-5
