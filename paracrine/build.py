@@ -140,10 +140,12 @@ def _region_share(disc) -> np.ndarray:
     return share
 
 
-def region_volumes(disc) -> np.ndarray:
+def region_volumes(disc, share=None) -> np.ndarray:
     """(N, R) volume (mm^3) of each node's (voxel's) control volume in each region: what region means,
-    amounts and exposed volume shares are weighted by."""
-    return _region_share(disc) * np.asarray(disc.mass, float).reshape(-1)[:, None]
+    amounts and exposed volume shares are weighted by (share: `_region_share(disc)` when the caller
+    has it already)."""
+    share = _region_share(disc) if share is None else share
+    return share * np.asarray(disc.mass, float).reshape(-1)[:, None]
 
 
 def _perfused_density(disc, g: dict, territory, regions) -> np.ndarray:

@@ -63,10 +63,7 @@ def _steady(model: Model, params: Params, *, t, tol, maxiter) -> SteadyState:
     t = jnp.asarray(t, dtype)
     for src, prof in zip(model.sources, params.sources):
         rate = src.add(rate, prof.rate_at(t))
-    diag = jnp.broadcast_to(m * space.diagonal(g), shape)
-    # nodes with no coupling and no loss (the voxels outside a masked grid's tissue when every loss
-    # is per region) have a zero row and zero right-hand side: precondition them by 1, not 0 / 0
-    diag = jnp.where(diag > 0, diag, 1.0)
+    diag = jnp.broadcast_to(m * space.diagonal(g), shape)   # zero outside a masked tissue: _pcg guards it
 
     def matvec(x):
         return m * -space.apply(x, g)

@@ -183,6 +183,9 @@ def _pcg(matvec, b, diag, tol, maxiter, x0=None):
     returns (x, (iterations, converged))."""
     axes = tuple(range(1, b.ndim))
     dot = lambda u, v: jnp.sum(u * v, axis=axes, keepdims=True)  # noqa: E731
+    # a node with no coupling and no loss (outside a masked grid's tissue when every loss is per
+    # region) has a zero row, a zero right-hand side and a zero diagonal: precondition it by 1, not 0/0
+    diag = jnp.where(diag > 0, diag, 1.0)
     x = jnp.zeros_like(b) if x0 is None else x0
     r = b if x0 is None else b - matvec(x0)
     z = r / diag

@@ -50,7 +50,9 @@ RATIO = 49.0                     # bound / free at low concentration: 98 % bound
 K_CLEAR = 1.0e-3                 # 1/s, free factor only
 
 
-def _setup(n, length, dt, k_clear=0.0):
+def _setup(n, length, k_clear=0.0):
+    """A row of n voxels over `length` mm with FGF-2's diffusion and HSPG binding (and clearance of the
+    free factor): (model, params, voxel centres x, the binding constants derived)."""
     from paracrine import geometry, solver
     from paracrine.solver.units import kon_per_molar_to_internal, molar_to_pg_per_mm3
 
@@ -63,11 +65,12 @@ def _setup(n, length, dt, k_clear=0.0):
     params = model.params(D=D_FGF2, clearance=k_clear,
                           binding={"kon": kon, "koff": koff, "capacity": capacity})
     x = np.asarray(disc.coordinates)[:, 0]
-    return solver, model, params, x, {"kon_times_capacity_per_s": kon * capacity, "koff_per_s": koff,
+    return model, params, x, {"kon_times_capacity_per_s": kon * capacity, "koff_per_s": koff,
                                       "KD_nM": koff / kon / molar_to_pg_per_mm3(1e-9, MW)}
 
 
 def compute(quick: bool = False, dt: float = 60.0) -> dict:
+    from paracrine import solver
     from paracrine.solver.units import molar_to_pg_per_mm3
 
     t0 = time.perf_counter()
@@ -76,7 +79,7 @@ def compute(quick: bool = False, dt: float = 60.0) -> dict:
     out = {"dt_s": dt, "voxels": n}
 
     # transport: a Gaussian bolus of free factor, the spread of free + bound between 1 h and 4 h
-    solver, model, params, x, info = _setup(n, 4.0, dt)
+    model, params, x, info = _setup(n, 4.0)
     out.update(info)
     s0 = 0.15
     c0 = (c_low * np.exp(-x ** 2 / (2 * s0 ** 2)))[None].reshape(model.state_shape)
@@ -95,7 +98,7 @@ def compute(quick: bool = False, dt: float = 60.0) -> dict:
     out["bound_fraction_equilibrated"] = bb / (f + bb)
 
     # retention: clearance of free factor only, uniform field starting at equilibrium
-    solver, model, params, x, _ = _setup(20, 4.0, dt, k_clear=K_CLEAR)
+    model, params, x, _ = _setup(20, 4.0, k_clear=K_CLEAR)
     c0 = np.full(model.state_shape, c_low)
     b0 = RATIO * c0
     times = np.array([2.0, 12.0]) * HOUR

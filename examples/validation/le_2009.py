@@ -76,8 +76,8 @@ class Wall:
         lx = np.interp(np.log(target), np.log(axis[[i, i - 1]]), self.x[[i, i - 1]])
         return float(lx - self.x[0])
 
-    def multiplier_for(self, fold=5.0):
-        d0 = self.depth(1.0)
+    def multiplier_for(self, d0, fold=5.0):
+        """The clearance multiplier of the treated region that cuts the depth d0 (at multiplier 1) fold-fold."""
         return brentq(lambda m: self.depth(m) - d0 / fold, 2.0, 400.0, xtol=1e-4, rtol=1e-6)
 
 
@@ -100,7 +100,7 @@ def compute(quick: bool = False) -> dict:
         out[f"{name}_depth_before_mm"] = before
         out[f"{name}_depth_after_mm"] = after
         out[f"{name}_ratio"] = before / after
-        out[f"{name}_multiplier_for_5fold"] = wall.multiplier_for(5.0)
+        out[f"{name}_multiplier_for_5fold"] = wall.multiplier_for(before, 5.0)
     out["wide_ratio_exact"] = exact_depth(DEPTH0, 6.0) / exact_depth(DEPTH0 / 5, 6.0)
     out["rat_wall_ratio_exact"] = exact_depth(DEPTH0, 1.5) / exact_depth(DEPTH0 / 5, 1.5)
     out["seconds"] = time.perf_counter() - t0
