@@ -248,7 +248,7 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
         if not isinstance(base, TRBDF2):
             raise ValueError(f"adjoint='discrete' is written for TR-BDF2; the stepper is {type(base).__name__} "
                              "(use adjoint='checkpoint', or method='trbdf2')")
-        stepper = stepper.rebuild(TRBDF2(tol=base.tol, maxiter=base.maxiter, adjoint=True))
+        stepper = stepper.rebuild(TRBDF2(tol=base.tol, maxiter=base.maxiter, adjoint=True, adjoint_tol=base.adjoint_tol))
     stepper = compose(stepper, positive=positive, per_factor=factor_loop, n_factors=model.n_factors)
     dtype = params.D.dtype
     c0 = _initial(c0, model, dtype, "c0")

@@ -264,7 +264,7 @@ def linear_forcing(first_half, second_half):
     return mean, jnp.clip(second_half - first_half, -mean, mean)
 
 
-def _trbdf2_solves(vjp_arg, space, h, guess1, tol, maxiter):
+def _trbdf2_solves(vjp_arg, space, h, guess1, tol, maxiter, adjoint_tol=None):
     """The two TR-BDF2 solves with the matrix A = m (I - dh L): (d1, d2, iterations, converged) for
     vjp_arg = (g, c, f1, f2, f3) (forcings None or fields), with
         A d1 = m dh (2 L c + f1 + f2),      A d2 = m (h w / dh d1 + dh (L c + f3))."""
@@ -291,13 +291,13 @@ _adjoint_solves = eqx.filter_custom_vjp(_trbdf2_solves)
 
 
 @_adjoint_solves.def_fwd
-def _adjoint_fwd(perturbed, vjp_arg, space, h, guess1, tol, maxiter):
+def _adjoint_fwd(perturbed, vjp_arg, space, h, guess1, tol, maxiter, adjoint_tol):
     out = _trbdf2_solves(vjp_arg, space, h, guess1, tol, maxiter)
     return out, (out[0], out[1])        # the step's increments: no stage is recomputed backwards
 
 
 @_adjoint_solves.def_bwd
-def _adjoint_bwd(residuals, grad_obj, perturbed, vjp_arg, space, h, guess1, tol, maxiter):
+def _adjoint_bwd(residuals, grad_obj, perturbed, vjp_arg, space, h, guess1, tol, maxiter, adjoint_tol):
     """Discrete adjoint of the two solves: A is symmetric (lumped mass inner product), so the
     backward pass is two solves with A and two transposed operator applications, no recomputation."""
     d1, d2 = residuals
@@ -307,8 +307,8 @@ def _adjoint_bwd(residuals, grad_obj, perturbed, vjp_arg, space, h, guess1, tol,
     bar1 = zero if bar1 is None else bar1
     bar2 = zero if bar2 is None else bar2
     dh, hw, m, A, diag = _trbdf2_matrix(space, g, c, h)
-    mu2, _ = _pcg(A, bar2, diag, tol, maxiter, None)
-    mu1, _ = _pcg(A, bar1 + hw / dh * m * mu2, diag, tol, maxiter, None)
+    mu2, _ = _pcg(A, bar2, diag, adjoint_tol, maxiter, None)
+    mu1, _ = _pcg(A, bar1 + hw / dh * m * mu2, diag, adjoint_tol, maxiter, None)
     y1, y2 = dh * m * mu1, dh * m * mu2
     # d/d(g, x) of apply(x, g): linear in x, so one vjp per pair (x, cotangent)
     _, vjp1 = jax.vjp(lambda x, gg: space.apply(x, gg), d1 + 2 * c, g)
@@ -333,6 +333,8 @@ class TRBDF2(AbstractStepper):
     #: reverse mode by the discrete adjoint of the step's two solves (`simulate(adjoint="discrete")`);
     #: forward mode (jvp, jacfwd) needs it off
     adjoint: bool = eqx.field(static=True, default=False)
+    #: CG tolerance of the discrete adjoint's two backward solves (default: tol)
+    adjoint_tol: float | None = eqx.field(static=True, default=None)
     #: takes the sources as (mean, slope) over the step (`linear_forcing`)
     linear_sources: bool = eqx.field(static=True, default=True, init=False)
     #: factors in one batch: one CG loop for all (default scenario, 7 d at rtol 1e-3: 1.44 s batched
@@ -391,7 +393,8 @@ class TRBDF2(AbstractStepper):
             guess1 = jnp.where(scale > 0, self.GAMMA * scale * prev, guess1)
         if self.adjoint:
             d1, d2, its, ok = _adjoint_solves((g, c, f1, f2, f3), space, jax.lax.stop_gradient(h),
-                                              jax.lax.stop_gradient(guess1), tol, self.maxiter)
+                                              jax.lax.stop_gradient(guess1), tol, self.maxiter,
+                                              self.adjoint_tol or tol)
             it1, it2, ok1, ok2 = its, 0, ok, True
             k2 = d1 / dh - k1
         else:
