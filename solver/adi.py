@@ -17,7 +17,8 @@ Equations, ch. IV.3). It is solved in increment form Z_a = Y_a - c:
 each stage a set of independent tridiagonal systems along one axis (`jax.lax.linalg.tridiagonal_solve`,
 batched over the other axes). Where every line along an axis has the same matrix (homogeneous
 grids without a mask: one matrix per factor) and the axis is not long (n <= DENSE_MAX), the solve is
-instead a product with the matrix's inverse, formed once per step: 2n flops per value against
+instead a product with the matrix's inverse, formed once per step from the matrix's eigenvectors (the
+DCT-II basis; `_line_inverse`, no factorisation): 2n flops per value against
 about 8 for the Thomas recurrence, but a matrix product runs near the CPU's peak where LAPACK's
 gtsv with many right-hand sides does not (measured at n = 100, 100^3 values, one thread: three
 sweeps in 8.2 ms against 25.8 ms, equal to 3e-7 in float32). Without a sink the inverse's
@@ -33,6 +34,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import steppers
 from .steppers import AbstractStepper, _rhs
@@ -56,6 +58,25 @@ def _line_invariant(space, sink) -> bool:
     return all(s == 1 for s in shape[1:])
 
 
+def _line_inverse(n, alpha, beta, dtype):
+    """(S, n, n) inverses of the line matrices I - alpha Lap + beta, Lap the zero-flux 1-D Laplacian
+    (x_{i-1} - 2 x_i + x_{i+1}, one neighbour at the ends), alpha (S, 1), beta (S, 1) or None.
+
+    The zero-flux Laplacian is diagonalised by the orthonormal DCT-II basis V (eigenvalues
+    -4 sin^2(pi k / 2n)), so the inverse is V diag(1 / (1 + 4 alpha sin^2 + beta)) V^T: one small
+    matrix product per factor, no factorisation (LAPACK's batched LU inside the step loop can also
+    deadlock on a pool of few threads when several axes' inverses run at once)."""
+    k = np.arange(n)
+    V = np.sqrt(2.0 / n) * np.cos(np.pi * np.outer(2 * k + 1, k) / (2 * n))   # row i, column k
+    V[:, 0] = 1.0 / np.sqrt(n)
+    mu = 4.0 * np.sin(np.pi * k / (2 * n)) ** 2
+    lam = 1.0 + alpha * jnp.asarray(mu, dtype)
+    if beta is not None:
+        lam = lam + beta
+    V = jnp.asarray(V, dtype)
+    return jnp.einsum("ik,sk,jk->sij", V, 1.0 / lam, V)
+
+
 def _solve_axis(space, ga, r, z, h, a, invariant):
     """Solve (I - (h/2) A_a) x = z along grid axis a for fields z (S, *shape).
 
@@ -66,25 +87,23 @@ def _solve_axis(space, ga, r, z, h, a, invariant):
     S = z.shape[0]
     half = 0.5 * h
     if invariant:
-        # one matrix per factor, (S, n); the other axes are right-hand sides: b (S, n, R) with the
-        # solve axis contiguous (the LAPACK kernel takes column-major b), i.e. z with axis a moved
-        # last and viewed as (S, R, n)
-        i = jnp.arange(n)
+        # one matrix per factor; the other axes are right-hand sides
         g = jnp.broadcast_to(ga.reshape(-1), (S,)).astype(z.dtype)[:, None]
-        lower = jnp.where(i >= 1, -half * g, 0.0)
-        upper = jnp.where(i <= n - 2, -half * g, 0.0)
-        diag = 1.0 - lower - upper
-        if r is not None:
-            diag = diag + half * r.reshape(-1, 1)
         if n <= DENSE_MAX:
-            A = (jnp.eye(n, dtype=z.dtype) * diag[:, :, None] + jnp.eye(n, k=-1, dtype=z.dtype) * lower[:, :, None]
-                 + jnp.eye(n, k=1, dtype=z.dtype) * upper[:, :, None])          # (S, n, n): row i, column j
-            inv = jnp.linalg.inv(A)
+            inv = _line_inverse(n, half * g, None if r is None else half * r.reshape(-1, 1), z.dtype)
             if r is None:
                 inv = inv / jnp.sum(inv, axis=1, keepdims=True)    # column sums 1: the total is kept
             axes = "abcdefgh"[:z.ndim - 1]                           # the grid axes; i, j: along axis a
             spec = f"sij,s{axes.replace(axes[a], 'j')}->s{axes.replace(axes[a], 'i')}"
             return jnp.einsum(spec, inv, z)
+        # the recurrence: diagonals (S, n), b (S, n, R) with the solve axis contiguous (the LAPACK
+        # kernel takes column-major b), i.e. z with axis a moved last and viewed as (S, R, n)
+        i = jnp.arange(n)
+        lower = jnp.where(i >= 1, -half * g, 0.0)
+        upper = jnp.where(i <= n - 2, -half * g, 0.0)
+        diag = 1.0 - lower - upper
+        if r is not None:
+            diag = diag + half * r.reshape(-1, 1)
         moved = jnp.moveaxis(z, ax, -1)
         b = jnp.swapaxes(moved.reshape(S, -1, n), 1, 2)
         x = jax.lax.linalg.tridiagonal_solve(lower, diag, upper, b)
