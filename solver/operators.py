@@ -18,7 +18,7 @@ import jax
 
 
 class MeshOperator(eqx.Module):
-    """Lumped P1: weights w_ij = g_e / m_i in the space's layout, (S, 2E) or (S, N, K); d the
+    """Lumped P1: weights w_ij = g_e / m_i in the space's layout, (S, 2E) or (S, K, N); d the
     diagonal of -L, row sums of w plus the sink (S, N); sink (S, N) or None."""
 
     w: jax.Array

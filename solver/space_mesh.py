@@ -8,10 +8,12 @@ meshes with obtuse cells: geometry.discretise.positive_conductances).
 
 w and d are formed once per simulation, so a pass is one gather of c and one
 reduction. Two layouts of the same operator, chosen by measurement
-(benchmarks/README.md): "csr" (the default, faster in whole runs on CPU):
-directed edges sorted by row, a gather and a sorted `segment_sum`; "padded": a
-dense (N, K) neighbour table padded with the node itself and zero weights, a
-gather and a row sum (no scatter; a candidate for GPUs, not yet measured there).
+(benchmarks/README.md): "padded" (the default): a dense neighbour table padded with
+the node itself and zero weights, stored slot-major (K, N), so that a pass is K
+contiguous gathers summed in one fused loop (no scatter); "csr": directed edges
+sorted by row, a gather and a sorted `segment_sum` (2-3.5x slower in whole runs on
+CPU since the slot-major table; kept for meshes whose largest node degree is far
+above the mean, where the table pads much).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ class MeshSpace(AbstractSpace):
     csr_row: jax.Array
     csr_col: jax.Array
     csr_edge: jax.Array
-    nbr: jax.Array
-    nbr_edge: jax.Array
+    nbr: jax.Array            # (K, N): slot k of every node's neighbour table
+    nbr_edge: jax.Array       # (K, N)
     boundary_weights: jax.Array  # (N, B) lumped boundary area / m_i
     layout: str = eqx.field(static=True)
     shape: tuple = eqx.field(static=True)
@@ -48,7 +50,7 @@ class MeshSpace(AbstractSpace):
     kind = "mesh"
 
     @classmethod
-    def from_discretisation(cls, disc, *, layout: str = "csr", operator: str = "p1", dtype=None) -> "MeshSpace":
+    def from_discretisation(cls, disc, *, layout: str = "padded", operator: str = "p1", dtype=None) -> "MeshSpace":
         if layout not in LAYOUTS:
             raise ValueError(f"mesh operator layout {layout!r} is not one of {LAYOUTS}")
         dtype = dtype or jnp.result_type(float)
@@ -56,7 +58,7 @@ class MeshSpace(AbstractSpace):
         i = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
         return cls(mass_=f(disc.mass), weights=f(disc.mass_region / disc.mass[:, None]),
                    couplings=f(disc.couplings), csr_row=i(disc.csr_row), csr_col=i(disc.csr_col),
-                   csr_edge=i(disc.csr_edge), nbr=i(disc.nbr), nbr_edge=i(disc.nbr_edge),
+                   csr_edge=i(disc.csr_edge), nbr=i(disc.nbr.T), nbr_edge=i(disc.nbr_edge.T),
                    boundary_weights=f(disc.boundary_area / disc.mass[:, None]), layout=layout,
                    shape=(disc.n_nodes,), n_regions=len(disc.regions), operator=operator)
 
@@ -77,21 +79,21 @@ class MeshSpace(AbstractSpace):
         return g.sink
 
     def conductances(self, D):
-        """MeshOperator(w, d, None): per-layout weights w_ij = g_e / m_i, (S, 2E) or (S, N, K), the diagonal
+        """MeshOperator(w, d, None): per-layout weights w_ij = g_e / m_i, (S, 2E) or (S, K, N), the diagonal
         d = row sums of w (S, N), and no sink (see `with_sink`); g_e -> max(g_e, 0) with the
         "m-matrix" operator."""
         g = positive_conductances(D @ self.couplings.T, self.operator)  # (S, E)
         if self.layout == "csr":
             w = g[:, self.csr_edge] / self.mass_[self.csr_row]
         else:
-            w = jnp.pad(g, ((0, 0), (0, 1)))[:, self.nbr_edge] / self.mass_[:, None]
+            w = jnp.pad(g, ((0, 0), (0, 1)))[:, self.nbr_edge] / self.mass_
         return MeshOperator(w, self._row_sum(w))
 
     def _row_sum(self, w):
         if self.layout == "csr":
             return jax.vmap(lambda wk: jax.ops.segment_sum(wk, self.csr_row, self.shape[0],
                                                            indices_are_sorted=True))(w)
-        return jnp.sum(w, axis=-1)
+        return jnp.sum(w, axis=1)
 
     def apply(self, c, g):
         w, d = g.w, g.d
@@ -100,7 +102,10 @@ class MeshSpace(AbstractSpace):
             gathered = jax.vmap(lambda ck, wk: jax.ops.segment_sum(wk * ck[self.csr_col], self.csr_row, n,
                                                                     indices_are_sorted=True))(c, w)
         else:
-            gathered = jnp.sum(w * c[:, self.nbr], axis=-1)
+            # slot by slot (K gathers along N, unrolled): XLA fuses them into one loop over the nodes
+            # with contiguous streams of w and nbr; one (S, N, K) gather and a row sum was 1.2-2x slower
+            # (benchmarks/README.md, operator.py)
+            gathered = sum(w[:, k] * c[:, self.nbr[k]] for k in range(self.nbr.shape[0]))
         return gathered - d * c
 
     def rate_bound(self, g):
