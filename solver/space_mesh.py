@@ -35,7 +35,15 @@ def _weighted_gather(w, c, nbr):
     """sum_k w[:, k] * c[:, nbr[k]]: slot by slot (K gathers along N, unrolled), which XLA fuses into
     one loop over the nodes with contiguous streams of w and nbr; one (S, N, K) gather and a row
     sum was 1.2-2x slower (benchmarks/README.md, operator.py)."""
-    return sum(w[:, k] * c[:, nbr[k]] for k in range(nbr.shape[0]))
+    S, N = c.shape
+    if S == 1:
+        return sum(w[:, k] * c[:, nbr[k]] for k in range(nbr.shape[0]))
+    # several factors: index the flattened field with (S, N) indices, so that each gather's output
+    # has the field's own layout (a gather c[:, idx] puts the index axis first and, transposed back,
+    # is not fused with its consumer inside CG loops)
+    off = (jnp.arange(S, dtype=nbr.dtype) * N)[:, None]
+    cf = c.reshape(-1)
+    return sum(w[:, k] * cf[off + nbr[k][None]] for k in range(nbr.shape[0]))
 
 
 def _transposed(x, w, nbr, mass):
