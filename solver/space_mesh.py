@@ -21,7 +21,6 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 
 from paracrine.geometry.discretise import positive_conductances
 
@@ -46,45 +45,14 @@ def _weighted_gather(w, c, nbr):
     return sum(w[:, k] * cf[off + nbr[k][None]] for k in range(nbr.shape[0]))
 
 
-def _transposed(x, w, nbr, mass):
-    """W x with W_ij = w_ij, whose transpose is applied by gathers too: m_i w_ij = g_e = m_j w_ji,
-    so W^T y = m W (y / m). A linear map with a given transpose, written as a "solve" with the
-    identity for its matrix (`custom_linear_solve` transposes by `transpose_solve`): reverse mode
-    then costs gathers instead of the K scatter-adds JAX would make of the gathers (measured 1.7x
-    slower gradients on CPU)."""
-    return jax.lax.custom_linear_solve(
-        lambda v: v, x, solve=lambda _, b: _weighted_gather(w, b, nbr),
-        transpose_solve=lambda _, b: mass * _weighted_gather(w, b / mass, nbr))
-
-
-@jax.custom_jvp
 def _padded_apply(c, w, d, nbr, mass):
-    """L c = W c - d c on the slot-major padded table (weights w (S, K, N) of the form g_e / m_i)."""
+    """L c = W c - d c on the slot-major padded table (weights w (S, K, N)). Differentiated by JAX
+    (its reverse mode turns the gathers into scatter-adds). A hand-given transpose by gathers
+    (W^T y = m W (y / m)) was tried: first derivatives 1.1-1.9x faster, but custom_linear_solve,
+    which carried it, does not differentiate what its solves close over, so second derivatives
+    w.r.t. the diffusivities came out wrong; not kept."""
+    del mass
     return _weighted_gather(w, c, nbr) - d * c
-
-
-def _padded_apply_jvp(primals, tangents):
-    # d(L c) = W dc - d dc - dd c + sum_k dw_k c[nbr_k]: linear in (dc, dw, dd), every part of it
-    # transposed by gathers or products (the mass and the table carry no derivative: L does not
-    # depend on the mass, only W's transpose is written with it). Zero tangents are skipped (a fit
-    # of rates other than D has dw = dd = 0), and the dw term is one (S, K, N) product and sum,
-    # whose transpose is one broadcast product (slot by slot, each slot's transpose would pad a
-    # full (S, K, N) array: K^2 N work per application)
-    c, w, d, nbr, mass = primals
-    dc, dw, dd, _, _ = tangents
-    zero = lambda t: isinstance(t, SymbolicZero)  # noqa: E731
-    y = _padded_apply(c, w, d, nbr, mass)
-    dy = jnp.zeros_like(y)
-    if not zero(dc):
-        dy = dy + _transposed(dc, w, nbr, mass) - d * dc
-    if not zero(dd):
-        dy = dy - dd * c
-    if not zero(dw):
-        dy = dy + jnp.sum(dw * c[:, nbr], axis=1)
-    return y, dy
-
-
-_padded_apply.defjvp(_padded_apply_jvp, symbolic_zeros=True)
 
 
 class MeshSpace(AbstractSpace):
