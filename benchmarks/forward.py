@@ -288,7 +288,7 @@ def numpy_baselines(grid_n, mesh_disc, dtype, cases):
     minv = 1.0 / mesh_disc.mass
     u0 = np.random.default_rng(0).uniform(size=N)
     for case in cases:
-        if not case["case"].startswith("tet") or case.get("layout") != "padded":   # the default layout
+        if not case["case"].startswith("tet") or case.get("layout") != "csr":   # the default layout
             continue
         h = case["dt_s"]
         decay = np.exp(-K_V5 * h / 2)

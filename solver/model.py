@@ -33,7 +33,7 @@ class Model(eqx.Module):
     regions: tuple = eqx.field(static=True)
     boundaries: tuple = eqx.field(static=True)
 
-    def __init__(self, disc, *, factors=("factor",), sources=(), layout: str = "padded", operator: str = "p1",
+    def __init__(self, disc, *, factors=("factor",), sources=(), layout: str = "csr", operator: str = "p1",
                  dtype=None):
         """operator: "p1" (default) or "m-matrix", the P1 operator with negative couplings removed
         (an M-matrix on meshes with obtuse cells, see geometry.positive_conductances); the

@@ -7,13 +7,15 @@ operator="m-matrix" uses max(g_e, 0) instead, per factor for its own D (an M-mat
 meshes with obtuse cells: geometry.discretise.positive_conductances).
 
 w and d are formed once per simulation, so a pass is one gather of c and one
-reduction. Two layouts of the same operator, chosen by measurement
-(benchmarks/README.md): "padded" (the default): a dense neighbour table padded with
-the node itself and zero weights, stored slot-major (K, N), so that a pass is K
-contiguous gathers summed in one fused loop (no scatter); "csr": directed edges
-sorted by row, a gather and a sorted `segment_sum` (2-3.5x slower in whole runs on
-CPU since the slot-major table; kept for meshes whose largest node degree is far
-above the mean, where the table pads much).
+reduction. Two layouts of the same operator, measured side by side (benchmarks/README.md):
+"csr" (the default): directed edges sorted by row, a gather and a sorted `segment_sum`;
+"padded": a dense neighbour table padded with the node itself and zero weights, stored
+slot-major (K, N), so that a pass is K contiguous gathers summed in one fused loop. The
+padded table is 2-3.5x faster in forward runs on CPU (1.4-1.6x SciPy's CSR matvec at 205k
+nodes), but JAX's derivatives of its gathers are scatter-adds: reverse-mode gradients
+(RKL2, checkpointed) took 1.8x and the forward-mode Jacobians of a Levenberg-Marquardt fit
+1.5x the CSR layout's time, so CSR stays the default (the app fits and designs); pass
+solver.Model(..., layout="padded") for forward-only work from Python.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class MeshSpace(AbstractSpace):
     kind = "mesh"
 
     @classmethod
-    def from_discretisation(cls, disc, *, layout: str = "padded", operator: str = "p1", dtype=None) -> "MeshSpace":
+    def from_discretisation(cls, disc, *, layout: str = "csr", operator: str = "p1", dtype=None) -> "MeshSpace":
         if layout not in LAYOUTS:
             raise ValueError(f"mesh operator layout {layout!r} is not one of {LAYOUTS}")
         dtype = dtype or jnp.result_type(float)
