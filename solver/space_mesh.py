@@ -33,28 +33,19 @@ LAYOUTS = ("csr", "padded")
 
 
 def _weighted_gather(w, c, nbr):
-    """sum_k w[:, k] * c[:, nbr[k]]: slot by slot (K gathers along N, unrolled), which XLA fuses into
-    one loop over the nodes with contiguous streams of w and nbr; one (S, N, K) gather and a row
-    sum was 1.2-2x slower (benchmarks/README.md, operator.py)."""
+    """sum_k w[:, k] * c[:, nbr[k]] on the slot-major padded table: K gathers along N (unrolled), which
+    XLA fuses into one loop over the nodes with contiguous streams of w and nbr; one (S, N, K)
+    gather and a row sum was 1.2-2x slower (benchmarks/README.md, operator.py). The field is
+    indexed flat with (S, N) indices, so that each gather's output has the field's own layout (a
+    gather c[:, idx] puts the index axis first and, transposed back, is not fused with its
+    consumer inside CG loops). Differentiated by JAX (reverse mode makes the gathers scatter-adds);
+    a hand-given transpose by gathers (W^T y = m W (y / m)) was tried, 1.1-1.9x faster in first
+    derivatives, and dropped: the custom_linear_solve that carried it does not differentiate what
+    its solves close over, so second derivatives w.r.t. the diffusivities came out wrong."""
     S, N = c.shape
-    if S == 1:
-        return sum(w[:, k] * c[:, nbr[k]] for k in range(nbr.shape[0]))
-    # several factors: index the flattened field with (S, N) indices, so that each gather's output
-    # has the field's own layout (a gather c[:, idx] puts the index axis first and, transposed back,
-    # is not fused with its consumer inside CG loops)
-    off = (jnp.arange(S, dtype=nbr.dtype) * N)[:, None]
+    idx = (jnp.arange(S, dtype=nbr.dtype) * N)[:, None] + nbr[:, None, :]     # (K, S, N)
     cf = c.reshape(-1)
-    return sum(w[:, k] * cf[off + nbr[k][None]] for k in range(nbr.shape[0]))
-
-
-def _padded_apply(c, w, d, nbr, mass):
-    """L c = W c - d c on the slot-major padded table (weights w (S, K, N)). Differentiated by JAX
-    (its reverse mode turns the gathers into scatter-adds). A hand-given transpose by gathers
-    (W^T y = m W (y / m)) was tried: first derivatives 1.1-1.9x faster, but custom_linear_solve,
-    which carried it, does not differentiate what its solves close over, so second derivatives
-    w.r.t. the diffusivities came out wrong; not kept."""
-    del mass
-    return _weighted_gather(w, c, nbr) - d * c
+    return sum(w[:, k] * cf[idx[k]] for k in range(nbr.shape[0]))
 
 
 class MeshSpace(AbstractSpace):
@@ -129,7 +120,7 @@ class MeshSpace(AbstractSpace):
             gathered = jax.vmap(lambda ck, wk: jax.ops.segment_sum(wk * ck[self.csr_col], self.csr_row, n,
                                                                     indices_are_sorted=True))(c, w)
         else:
-            return _padded_apply(c, w, d, self.nbr, self.mass_)
+            gathered = _weighted_gather(w, c, self.nbr)
         return gathered - d * c
 
     def rate_bound(self, g):

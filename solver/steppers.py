@@ -394,7 +394,7 @@ class TRBDF2(AbstractStepper):
         if self.adjoint:
             d1, d2, its, ok = _adjoint_solves((g, c, f1, f2, f3), space, jax.lax.stop_gradient(h),
                                               jax.lax.stop_gradient(guess1), tol, self.maxiter,
-                                              self.adjoint_tol or tol)
+                                              tol if self.adjoint_tol is None else self.adjoint_tol)
             it1, it2, ok1, ok2 = its, 0, ok, True
             k2 = d1 / dh - k1
         else:
