@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from .controller import PIDController
 from .kinetics import step as kinetics_step
 from .results import RESULTS, code
-from .steppers import RTOL, AbstractStepper, linear_forcing
+from .steppers import INCREMENTS, RTOL, AbstractStepper, linear_forcing
 
 SUCCESS, UNSTABLE, CG_FAILED, NONFINITE, NEGATIVE, MAX_STEPS = (
     code(RESULTS.successful), code(RESULTS.unstable), code(RESULTS.cg_failed), code(RESULTS.nonfinite),
@@ -167,12 +167,20 @@ def _run(model, params, c0, b0, metrics, metrics0, starts, hs, ns, *, stepper: A
     TRACE_COUNT[type(stepper.base).__name__] += 1
     acc0, step, g = _core(model, params, c0, b0, metrics, stepper=stepper, budget=budget, embedded=False)
     step_only = lambda carry, t0, h: step(carry, t0, h)[0]  # noqa: E731
-    if checkpoint and not getattr(stepper.base, "adjoint", False):
-        step_only = jax.checkpoint(step_only)
+    # Reverse mode: each step checkpointed (its inputs saved, the rest recomputed backwards); with the
+    # discrete adjoint it keeps the two solves' increments too, so that the backward pass does not
+    # repeat the forward solves. The checkpoint wraps the whole loop body, the `cond` of intervals
+    # shorter than n_max included: residuals made inside a cond are its outputs, which the scan then
+    # stacks per step even when they are loop-invariant (the operator's weights, (S, K, N) per step
+    # with the padded layout, were saved at every step this way).
+    adjoint = getattr(stepper.base, "adjoint", False)
+    remat = (lambda f: jax.checkpoint(f, policy=jax.checkpoint_policies.save_only_these_names(INCREMENTS))) \
+        if adjoint else (jax.checkpoint if checkpoint else (lambda f: f))
 
     def interval(carry, x):
         t_start, h, n = x
 
+        @remat
         def body(carry, i):
             t0 = t_start + i.astype(h.dtype) * h
             if uniform:

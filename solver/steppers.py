@@ -30,6 +30,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 
 class StabilityError(ValueError):
@@ -287,19 +288,28 @@ def _trbdf2_matrix(space, g, c, h):
     return dh, h * w, m, (lambda x: m * (x - dh * space.apply(x, g))), diag
 
 
+#: name of the step's two increments: what the checkpointed step of the discrete adjoint saves
+INCREMENTS = "trbdf2_increments"
+
 _adjoint_solves = eqx.filter_custom_vjp(_trbdf2_solves)
 
 
 @_adjoint_solves.def_fwd
 def _adjoint_fwd(perturbed, vjp_arg, space, h, guess1, tol, maxiter, adjoint_tol):
     out = _trbdf2_solves(vjp_arg, space, h, guess1, tol, maxiter)
-    return out, (out[0], out[1])        # the step's increments: no stage is recomputed backwards
+    # named, so that the step checkpointed with save_only_these_names(INCREMENTS) keeps them and the
+    # backward pass recomputes the rest of the step but not the solves
+    d1, d2 = checkpoint_name(out[0], INCREMENTS), checkpoint_name(out[1], INCREMENTS)
+    return (d1, d2) + tuple(out[2:]), (d1, d2)   # the step's increments: no stage is recomputed backwards
 
 
 @_adjoint_solves.def_bwd
 def _adjoint_bwd(residuals, grad_obj, perturbed, vjp_arg, space, h, guess1, tol, maxiter, adjoint_tol):
     """Discrete adjoint of the two solves: A is symmetric (lumped mass inner product), so the
-    backward pass is two solves with A and two transposed operator applications, no recomputation."""
+    backward pass is two solves with A and two transposed operator applications, no recomputation.
+    The solves start from zero: starting them from the next step's adjoint solutions (passed back
+    through a cotangent channel) was tried and saved 1 of 14 iterations (fit.py's problem), as the
+    adjoint between observations is a decaying transient, not a slowly changing quasi-steady state."""
     d1, d2 = residuals
     g, c, f1, f2, f3 = vjp_arg
     bar1, bar2 = grad_obj[0], grad_obj[1]
@@ -310,16 +320,15 @@ def _adjoint_bwd(residuals, grad_obj, perturbed, vjp_arg, space, h, guess1, tol,
     mu2, _ = _pcg(A, bar2, diag, adjoint_tol, maxiter, None)
     mu1, _ = _pcg(A, bar1 + hw / dh * m * mu2, diag, adjoint_tol, maxiter, None)
     y1, y2 = dh * m * mu1, dh * m * mu2
-    # d/d(g, x) of apply(x, g): linear in x, so one vjp per pair (x, cotangent)
-    _, vjp1 = jax.vjp(lambda x, gg: space.apply(x, gg), d1 + 2 * c, g)
-    _, vjp2 = jax.vjp(lambda x, gg: space.apply(x, gg), d2 + c, g)
-    xb1, gb1 = vjp1(y1)
-    xb2, gb2 = vjp2(y2)
+    # d/dx of apply(x, g) is L^T, applied as m L(y / m) (self-adjoint in the m inner product: gathers,
+    # not JAX's scatter-add transpose); d/dg is bilinear, one vjp with x fixed
+    _, vjp1 = jax.vjp(lambda gg: space.apply(d1 + 2 * c, gg), g)
+    _, vjp2 = jax.vjp(lambda gg: space.apply(d2 + c, gg), g)
+    (gb1,), (gb2,) = vjp1(y1), vjp2(y2)
     g_bar = jax.tree.map(lambda a, b: a + b, gb1, gb2)
-    c_bar = 2 * xb1 + xb2
+    c_bar = 2 * space.apply_transpose(y1, g) + space.apply_transpose(y2, g)
     fb = lambda f, y: None if f is None else y  # noqa: E731
     return g_bar, c_bar, fb(f1, y1), fb(f2, y1), fb(f3, y2)
-
 
 
 class TRBDF2(AbstractStepper):
