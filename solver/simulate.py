@@ -207,7 +207,8 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     adjoint: how reverse mode differentiates the steps: "checkpoint" (default; JAX's own derivative of
     each step, recomputed from the stored step states; forward mode works too) or "discrete"
     (TR-BDF2: the hand-written adjoint of the step's two solves, which keeps the increments and costs
-    about one forward step backwards; reverse mode only).
+    about one forward step backwards; reverse mode only). Its backward solves stop at
+    max(tol, 1e-6) unless `TRBDF2(adjoint_tol=...)` says otherwise (TRBDF2.ADJOINT_TOL).
     throw: raise `SolverError` with the message when the run did not succeed (outside jit, vmap and
     grad; inside them, read `Solution.result`: raising from inside a compiled program is not done).
     """

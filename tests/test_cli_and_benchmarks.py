@@ -93,8 +93,8 @@ def test_fit_benchmark_quick_writes_a_record(tmp_path):
     rec = quick_record("fit", tmp_path)
     assert rec["ours"]["max_rel_error"] < 1e-6 and rec["scipy_trf_fd"]["max_rel_error"] < 1e-6
     assert rec["forward_s"] > 0 and rec["gradient_ratio"] > 1 and rec["ours"]["passes"] > 0
-    loose = rec["gradient_modes"]["trbdf2, discrete adjoint, adjoint_tol 1e-3"]
-    assert 0 < loose["sensitivity_error_vs_tight"] < 1e-3
+    default = rec["gradient_modes"]["trbdf2, discrete adjoint"]   # backward solves to 1e-6
+    assert 0 <= default["sensitivity_error_vs_tight"] < 1e-5
 
 
 def test_design_benchmark_quick_writes_a_record(tmp_path):
