@@ -8,7 +8,8 @@ Problem: a twin experiment on a rat LV with an LAD infarct, 1e6 MSCs at 3 border
 noise-free VEGF tissue content (border zone and whole heart) at 5 times over 4 days; three rates
 free (VEGF secretion, border-zone uptake, slow cell half-life), started 2x off. Float64.
 Forward-solve equivalents = wall time / wall time of one forward solve (compiled, after warm-up).
-Goals: 3 rates to 1 % in <= 30 forward-solve equivalents; gradient ratio <= 2.2 (also measured by stepper and adjoint: "gradient_modes").
+Goals: 3 rates to 1 % in <= 30 forward-solve equivalents; gradient ratio <= 2.2 (also measured by stepper and adjoint:
+"gradient_modes", with each compiled program's temporary memory, XLA's memory analysis).
 """
 
 from __future__ import annotations
@@ -116,7 +117,11 @@ def main(argv=None) -> int:
         v_fn, vg_fn = jax.jit(direct), jax.jit(jax.value_and_grad(direct))
         _, tv = timeit(lambda: jax.block_until_ready(v_fn(built.params)), repeat=rep)
         _, tg = timeit(lambda: jax.block_until_ready(vg_fn(built.params)), repeat=rep)
-        entry = {"value_s": tv, "value_and_grad_s": tg, "ratio": tg / tv}
+        # the compiled programs' temporary buffers (XLA's memory analysis): the reverse pass's stored steps
+        mem = {k: fn.lower(built.params).compile().memory_analysis().temp_size_in_bytes
+               for k, fn in (("value", v_fn), ("value_and_grad", vg_fn))}
+        entry = {"value_s": tv, "value_and_grad_s": tg, "ratio": tg / tv,
+                 "temp_bytes_value": mem["value"], "temp_bytes_value_and_grad": mem["value_and_grad"]}
         # unit-free sensitivities d loss / d log(parameter), one per parameter array
         sens = np.array([float(jnp.sum(gl * pl)) for gl, pl in
                          zip(jax.tree.leaves(vg_fn(built.params)[1]), jax.tree.leaves(built.params))])
@@ -128,7 +133,8 @@ def main(argv=None) -> int:
         gradient_modes[label] = entry
         extra = (f", sensitivities within {entry['sensitivity_error_vs_tight']:.1e} of the tight adjoint's"
                  if "sensitivity_error_vs_tight" in entry else "")
-        print(f"{label:44s} value {1e3 * tv:8.1f} ms, value + gradient {1e3 * tg:8.1f} ms: ratio {tg / tv:.2f}{extra}")
+        print(f"{label:44s} value {1e3 * tv:8.1f} ms, value + gradient {1e3 * tg:8.1f} ms: ratio {tg / tv:.2f}, "
+              f"temporary memory {mem['value'] / 1e6:.1f} / {mem['value_and_grad'] / 1e6:.1f} MB{extra}")
 
     res = calibrate.fit(built, obs, names, initial=init)
     ours_err = np.abs(res.values / truth - 1)
