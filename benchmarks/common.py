@@ -20,6 +20,22 @@ def pin_threads(n: int | None) -> None:
         os.sched_setaffinity(0, cores)
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory in the heap instead of returning large blocks (> 32 MB,
+    always mmap'd) to the system, as tcmalloc or jemalloc would: then a call's buffers reuse the last
+    call's pages instead of page-faulting fresh ones. Call before importing jax; False where there
+    is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def timeit(fn, *, repeat: int = 3, min_time: float = 0.2):
     """(first call seconds, median seconds of later calls); fn must block on its result."""
     t0 = time.perf_counter()

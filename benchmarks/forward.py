@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, pin_threads, timeit, write_record  # noqa: E402
+from common import environment, keep_freed_memory, pin_threads, timeit, write_record  # noqa: E402
 
 MIN = 60.0                    # s
 D_V5 = 1e5 * 1e-6 / MIN       # 1e5 um^2/min in mm^2/s
@@ -355,8 +355,13 @@ def main(argv=None):
     ap.add_argument("--only", choices=["grid", "mesh"], default=None, help="run one family of cases")
     ap.add_argument("--biofvm", type=Path, default=None, metavar="PATH",
                     help="BioFVM's V5 driver binary: also time BioFVM on the V5 grid, alternating with the JAX runs")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="glibc malloc keeps freed memory for reuse (no fresh pages per call; see common.py)")
     args = ap.parse_args(argv)
     pin_threads(args.threads)
+    kept = keep_freed_memory() if args.keep_freed_memory else False
+    if args.keep_freed_memory and not kept:
+        ap.error("--keep-freed-memory: this C library has no mallopt (glibc only)")
     import jax
 
     if args.precision == "double":
@@ -380,6 +385,10 @@ def main(argv=None):
     env = environment()
     print(f"  {env['platform']} {env['device']}, {env['cpu_threads']} CPU threads, jax {env['jax']}", flush=True)
     notes = []
+    if kept:
+        notes.append("--keep-freed-memory: glibc malloc kept freed memory in the heap (mallopt: no mmap, no "
+                     "trim), so each call reuses the last call's pages; without it every call's large buffers "
+                     "(40 MB per field at 10 factors) are fresh pages, faulted in on first touch")
     biofvm = None
     if args.only == "mesh":
         pass
@@ -405,7 +414,8 @@ def main(argv=None):
                         "mesh_cells": mesh_disc and mesh_disc.mesh.n_cells,
                         "factors": list(factors), "bandwidth_grid": [bw_n] * 3},
               "results": grid + mesh, "baselines": base, "bandwidth": bw,
-              "biofvm_comparison": comparison, "notes": notes}
+              "biofvm_comparison": comparison, "notes": notes,
+              "keep_freed_memory": kept}
     path = write_record("forward", record, args.out)
     print(f"wrote {path}")
     return record

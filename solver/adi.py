@@ -129,7 +129,13 @@ def _solve_axis(space, ga, r, z, h, a, invariant):
 
 class DouglasADI(AbstractStepper):
     """Douglas ADI (theta = 1/2) on voxel grids: second order, unconditionally stable, d tridiagonal
-    solves per step (one per axis) and no iterations; the sink is split equally over the axes."""
+    solves per step (one per axis) and no iterations; the sink is split equally over the axes.
+
+    Factors are solved together (one batched product per axis), not one after another: on V5 with 10
+    factors (100^3, one thread) a step took 103-120 ms batched against 144-171 ms in a loop over the
+    factors (a step makes one pass per axis, so nothing stays in cache between factors)."""
+
+    loop_factors: bool = eqx.field(static=True, default=False, init=False)
 
     def diffuse(self, space, g, c, h, f=None):
         if getattr(space, "kind", None) != "grid":

@@ -48,9 +48,10 @@ def test_an_internal_error_says_so_and_keeps_the_traceback_in_a_log(monkeypatch,
     assert str(logs[0]) in err
 
 
-def quick_record(script: str, tmp_path) -> dict:
+def quick_record(script: str, tmp_path, *extra: str) -> dict:
     """Run benchmarks/<script>.py --quick into tmp_path; the one JSON record it writes."""
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--out", str(tmp_path),
+                           *extra],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     files = list(tmp_path.glob(f"{script}-*.json"))
@@ -61,7 +62,9 @@ def quick_record(script: str, tmp_path) -> dict:
 
 
 def test_forward_benchmark_quick_writes_a_record(tmp_path):
-    rec = quick_record("forward", tmp_path)
+    # with the allocator option (glibc's mallopt; the record says whether it took)
+    rec = quick_record("forward", tmp_path, "--keep-freed-memory")
+    assert rec["keep_freed_memory"] is True
     methods = {(r["case"].split(",")[0], r["method"]) for r in rec["results"]}
     assert {"euler", "rkl2", "cn"} <= {m for _, m in methods}
     assert all(r["ok"] and r["run_s"] > 0 for r in rec["results"])
