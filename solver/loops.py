@@ -226,7 +226,7 @@ def _run_adaptive(model, params, c0, b0, metrics, metrics0, starts, ends, dt_fir
     span = ends[-1] - starts[0]
     if model.losses_in_operator(params):
         kappa = sum(model.loss_rates(params).values())
-        r_min = jnp.min(jnp.broadcast_to(kappa, c0.shape))
+        r_min = jnp.min(jnp.asarray(kappa))   # its values are those of its broadcast to the field (not formed)
         x = r_min * span   # tau = int_0^span exp(-r_min s) ds, the weight a constant error rate accumulates
         tau = jnp.where(x > 1e-6, -jnp.expm1(-x) / jnp.where(x > 1e-6, r_min, 1.0), span)
     else:

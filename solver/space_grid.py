@@ -97,7 +97,10 @@ class GridSpace(AbstractSpace):
         """Upper bound (S,) on the spectral radius of M^{-1} K (Gershgorin)."""
         bound = sum(4 * (ga if self.homogeneous else jnp.max(ga.reshape(ga.shape[0], -1), axis=1)) for ga in g.faces)
         if g.sink is not None:
-            r = jnp.broadcast_to(g.sink, (bound.shape[0],) + tuple(self.shape))
+            # the maximum over the sink's own extent: a sink constant in space (S, 1, 1, 1) is not
+            # broadcast to the grid first (a reduction over S * N values: 24 ms at 10 factors on 100^3)
+            r = jnp.asarray(g.sink)
+            r = r.reshape((1,) * (len(self.shape) + 1 - r.ndim) + r.shape)
             bound = bound + jnp.max(r.reshape(r.shape[0], -1), axis=1)
         return bound
 

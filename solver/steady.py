@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from .model import Model
 from .params import Params
 from .results import RESULTS, code, item
-from .steppers import _pcg
+from .steppers import _linear_solve
 
 
 class SteadyState(eqx.Module):
@@ -37,7 +37,8 @@ class SteadyState(eqx.Module):
 def steady_state(model: Model, params: Params, *, t: float = 0.0, tol: float | None = None,
                  maxiter: int = 5000, throw: bool = False) -> SteadyState:
     """The steady field (S, *shape) for source rates q(t); needs a linear loss (decay, uptake,
-    clearance or Robin) somewhere. throw: raise when CG did not converge (as `simulate`)."""
+    clearance or Robin) somewhere. throw: raise when CG did not converge (as `simulate`). Reverse
+    mode differentiates by a transposed solve; where that does not converge the gradient is NaN."""
     out = _steady(model, params, t=t, tol=tol, maxiter=maxiter)
     if throw:
         from .simulate import _throw
@@ -68,8 +69,5 @@ def _steady(model: Model, params: Params, *, t, tol, maxiter) -> SteadyState:
     def matvec(x):
         return m * -space.apply(x, g)
 
-    def solve(mv, b):
-        return _pcg(mv, b, diag, tol, maxiter)
-
-    c, (its, ok) = jax.lax.custom_linear_solve(matvec, m * rate, solve, solve, symmetric=True, has_aux=True)
+    c, (its, ok) = _linear_solve(matvec, m * rate, diag, tol, maxiter)
     return SteadyState(c=c, iterations=its, converged=ok)

@@ -220,6 +220,25 @@ def _pcg(matvec, b, diag, tol, maxiter, x0=None):
     return x, (k, converged)
 
 
+def _poison(x, ok):
+    """x where ok, else NaN: the failure of a backward (adjoint or transposed) solve as a value."""
+    return jnp.where(ok, x, jnp.nan)
+
+
+def _linear_solve(matvec, rhs, diag, tol, maxiter, x0=None):
+    """Solve the symmetric system matvec(x) = rhs by `_pcg` under `lax.custom_linear_solve` (JAX
+    differentiates the solve by solves, not through the iterations): (x, (iterations, converged)).
+    Reverse mode's transposed solve returns NaN where it did not converge: a gradient has no status
+    to carry the failure, and a NaN gradient stops an optimiser where a wrong one would not."""
+    def run(mv, b):
+        return _pcg(mv, b, diag, tol, maxiter, x0)
+
+    def run_transposed(mv, b):
+        x, (its, ok) = _pcg(mv, b, diag, tol, maxiter, None)
+        return _poison(x, ok), (its, ok)
+    return jax.lax.custom_linear_solve(matvec, rhs, run, run_transposed, symmetric=True, has_aux=True)
+
+
 class CrankNicolson(AbstractStepper):
     """tol: CG tolerance on ||r|| / ||b|| (default 1e-10 in float64, 1e-5 in float32)."""
 
@@ -236,11 +255,8 @@ class CrankNicolson(AbstractStepper):
         def matvec(x):
             return m * (x - 0.5 * h * space.apply(x, g))
 
-        def solve(mv, rhs):
-            return _pcg(mv, rhs, diag, tol, self.maxiter)
-
         rhs = h * m * _rhs(space, g, c, f)
-        delta, (its, ok) = jax.lax.custom_linear_solve(matvec, rhs, solve, solve, symmetric=True, has_aux=True)
+        delta, (its, ok) = _linear_solve(matvec, rhs, diag, tol, self.maxiter)
         new = c + delta
         # CG leaves a residual of order tol whose sum is a change of mass. Spreading
         # the defect in proportion to |c| restores the discrete balance
@@ -317,9 +333,11 @@ def _adjoint_bwd(residuals, grad_obj, perturbed, vjp_arg, space, h, guess1, tol,
     bar1 = zero if bar1 is None else bar1
     bar2 = zero if bar2 is None else bar2
     dh, hw, m, A, diag = _trbdf2_matrix(space, g, c, h)
-    mu2, _ = _pcg(A, bar2, diag, adjoint_tol, maxiter, None)
-    mu1, _ = _pcg(A, bar1 + hw / dh * m * mu2, diag, adjoint_tol, maxiter, None)
-    y1, y2 = dh * m * mu1, dh * m * mu2
+    mu2, (_, ok2) = _pcg(A, bar2, diag, adjoint_tol, maxiter, None)
+    mu1, (_, ok1) = _pcg(A, bar1 + hw / dh * m * mu2, diag, adjoint_tol, maxiter, None)
+    # a backward solve that did not converge makes every cotangent of the step NaN: a gradient has no
+    # status to carry the failure, and a NaN gradient stops an optimiser where a wrong one would not
+    y1, y2 = _poison(dh * m * mu1, ok1 & ok2), _poison(dh * m * mu2, ok1 & ok2)
     # d/dx of apply(x, g) is L^T, applied as m L(y / m) (self-adjoint in the m inner product: gathers,
     # not JAX's scatter-add transpose); d/dg is bilinear, one vjp with x fixed
     _, vjp1 = jax.vjp(lambda gg: space.apply(d1 + 2 * c, gg), g)
@@ -383,9 +401,7 @@ class TRBDF2(AbstractStepper):
             return m * (x - dh * space.apply(x, g))
 
         def solve(rhs, x0):
-            def run(mv, b):
-                return _pcg(mv, b, diag, tol, self.maxiter, x0)
-            return jax.lax.custom_linear_solve(matvec, rhs, run, run, symmetric=True, has_aux=True)
+            return _linear_solve(matvec, rhs, diag, tol, self.maxiter, x0)
 
         # forcing at the stage times c = (0, gamma, 1): f_i = mean + (2 c_i - 1) slope with a linear
         # reconstruction (mean, slope) of the sources over the step (see `linear_forcing`); since

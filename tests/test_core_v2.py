@@ -7,6 +7,7 @@ import pytest
 
 from paracrine import geometry
 from paracrine import solver
+from paracrine.solver.results import item
 from helpers import cosine_mode, slope
 
 REGIONS = {"remote": True, "border": geometry.halfspace(0, 0.5)}
@@ -333,6 +334,37 @@ def test_adjoint_tol_loosens_only_the_backward_solves():
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * np.abs(a).max())
         moved |= not np.array_equal(a, b)
     assert moved
+
+
+@pytest.mark.parametrize("case", ["trbdf2, discrete", "trbdf2, checkpoint", "cn, checkpoint", "steady_state"])
+def test_unconverged_backward_solves_make_the_gradient_nan(case):
+    """A gradient has no status: a backward CG solve (the discrete adjoint's, or the transposed solve
+    JAX's derivative of a linear solve makes) that did not converge gives NaN, where a wrong finite
+    number would pass unseen; the forward value stays finite with its status cg_failed, and the same
+    gradients with converged solves are finite."""
+    mesh = geometry.box_mesh([0, 0], [1, 1], 6, regions=REGIONS)
+    disc = geometry.discretise(mesh)
+    model = solver.Model(disc, sources=[solver.point_source(disc, [[0.4, 0.45]])])
+    params = model.params(D=3e-3, decay=0.05, uptake=[0.0, 0.2], robin={model.boundaries[0]: 0.01},
+                          sources=[solver.Exponential(rate=[2.0], k=0.2, start=0.0)])
+    obs = solver.observe.region_means(model)
+
+    def loss(p, failing):
+        maxiter = 1 if failing else 2000
+        if case == "steady_state":
+            out = solver.steady_state(model, p, maxiter=maxiter)
+            return jnp.sum(out.c ** 2), out.status
+        cls = solver.TRBDF2 if case.startswith("trbdf2") else solver.CrankNicolson
+        sol = solver.simulate(model, p, t_end=2.0, dt=0.5, method=cls(maxiter=maxiter),
+                              adjoint=case.split(", ")[1], observe=obs)
+        return jnp.sum(sol.ys ** 2), sol.status
+
+    (value, status), good = jax.value_and_grad(lambda p: loss(p, False), has_aux=True)(params)
+    (bad_value, bad_status), bad = jax.value_and_grad(lambda p: loss(p, True), has_aux=True)(params)
+    assert np.isfinite(float(value)) and np.isfinite(float(bad_value))
+    assert item(status) == solver.RESULTS.successful and item(bad_status) == solver.RESULTS.cg_failed
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(good))
+    assert np.all(np.isnan(np.asarray(bad.D)))
 
 
 @pytest.mark.parametrize("adjoint", ["checkpoint", "discrete"])
