@@ -210,7 +210,8 @@ def simulate(model: Model, params: Params, *, t_end: float, dt: float | None = N
     about one forward step backwards; reverse mode only). Its backward solves stop at
     max(tol, 1e-6) unless `TRBDF2(adjoint_tol=...)` says otherwise (TRBDF2.ADJOINT_TOL). A gradient
     carries no status: where a backward solve (the discrete adjoint's, or the transposed CG solve of
-    CN / TR-BDF2 under "checkpoint") does not converge within maxiter, its cotangents are NaN.
+    CN / TR-BDF2 under "checkpoint") does not converge within maxiter, its cotangents are NaN (forward
+    mode's tangent solves are not flagged; see steppers._linear_solve).
     throw: raise `SolverError` with the message when the run did not succeed (outside jit, vmap and
     grad; inside them, read `Solution.result`: raising from inside a compiled program is not done).
     """

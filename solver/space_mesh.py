@@ -30,6 +30,9 @@ from .space import AbstractSpace
 from .operators import MeshOperator
 
 LAYOUTS = ("csr", "padded")
+#: largest flat index factors x nodes that the padded layout's gathers address in int32 (past it each
+#: factor is gathered on its own)
+FLAT_INDEX_MAX = 2 ** 31 - 1
 
 
 def _weighted_gather(w, c, nbr):
@@ -43,6 +46,10 @@ def _weighted_gather(w, c, nbr):
     derivatives, and dropped: the custom_linear_solve that carried it does not differentiate what
     its solves close over, so second derivatives w.r.t. the diffusivities came out wrong."""
     S, N = c.shape
+    if S * N > FLAT_INDEX_MAX:
+        # the flat (S, N) index would overflow int32: gather each factor's own row instead
+        w = jnp.broadcast_to(w, (S,) + w.shape[1:])
+        return jax.vmap(lambda wk, ck: sum(wk[k] * ck[nbr[k]] for k in range(nbr.shape[0])))(w, c)
     idx = (jnp.arange(S, dtype=nbr.dtype) * N)[:, None] + nbr[:, None, :]     # (K, S, N)
     cf = c.reshape(-1)
     return sum(w[:, k] * cf[idx[k]] for k in range(nbr.shape[0]))

@@ -228,8 +228,11 @@ def _poison(x, ok):
 def _linear_solve(matvec, rhs, diag, tol, maxiter, x0=None):
     """Solve the symmetric system matvec(x) = rhs by `_pcg` under `lax.custom_linear_solve` (JAX
     differentiates the solve by solves, not through the iterations): (x, (iterations, converged)).
-    Reverse mode's transposed solve returns NaN where it did not converge: a gradient has no status
-    to carry the failure, and a NaN gradient stops an optimiser where a wrong one would not."""
+    Reverse mode's transposed solve returns NaN where it did not converge (every factor of the system:
+    the flag is one for all): a gradient has no status to carry the failure, and a NaN gradient stops
+    an optimiser where a wrong one would not. Forward mode (jvp, jacfwd) solves the tangents with the
+    values' own solve (JAX's rule for custom_linear_solve), whose flags do not leave the jvp: a
+    tangent solve that fails where the value's converged is not flagged."""
     def run(mv, b):
         return _pcg(mv, b, diag, tol, maxiter, x0)
 

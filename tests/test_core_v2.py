@@ -272,11 +272,12 @@ def test_observer_modules_are_data_new_probes_do_not_retrace():
     np.testing.assert_allclose(np.asarray(a)[-1, 0], want, rtol=1e-12)
 
 
-@pytest.mark.parametrize("layout", ["csr", "padded"])
+@pytest.mark.parametrize("layout", ["csr", pytest.param("padded", marks=pytest.mark.slow)])
 def test_discrete_adjoint_equals_autodiff_and_central_differences(layout):
     """TR-BDF2's hand-written adjoint of its two solves (adjoint='discrete') against JAX's derivative of
     the checkpointed step and central differences, with every linear loss, a Hill term and a source,
-    in both mesh layouts (the adjoint applies L^T as m L(y / m), which holds for both)."""
+    in both mesh layouts (the adjoint applies L^T as m L(y / m), which holds for both; the padded run is
+    slow, its fast path the identity itself: tests/test_operators.py::test_apply_transpose_is_jaxs_transpose_of_apply)."""
     mesh = geometry.box_mesh([0, 0], [1, 1], 5, regions=REGIONS)
     disc = geometry.discretise(mesh)
     model = solver.Model(disc, factors=["A", "B"], sources=[solver.point_source(disc, [[0.4, 0.45]])],
@@ -365,6 +366,29 @@ def test_unconverged_backward_solves_make_the_gradient_nan(case):
     assert item(status) == solver.RESULTS.successful and item(bad_status) == solver.RESULTS.cg_failed
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(good))
     assert np.all(np.isnan(np.asarray(bad.D)))
+
+
+def test_a_backward_solve_that_fails_where_the_forward_one_converged_gives_nan():
+    """The solve helper alone, on a small SPD system started from its exact solution: the forward solve
+    converges at once, the transposed one (from zero, one iteration allowed) does not, and only the
+    gradient says so."""
+    from paracrine.solver.steppers import _linear_solve
+
+    n = 12
+    main, off = 2.0 + np.linspace(0.0, 1.0, n), -np.ones(n - 1)
+    A = jnp.asarray(np.diag(main) + np.diag(off, 1) + np.diag(off, -1))
+    b = jnp.asarray(np.linspace(1.0, 2.0, n))[None]
+    exact = jnp.linalg.solve(A, b[0])[None]
+
+    def f(b, maxiter):
+        x, (its, ok) = _linear_solve(lambda v: v @ A, b, jnp.diag(A)[None], 1e-12, maxiter, exact)
+        return jnp.sum(x ** 2), (its, ok)
+
+    (v, (its, ok)), g = jax.value_and_grad(lambda b: f(b, 1), has_aux=True)(b)
+    assert bool(ok) and int(its) == 0 and float(v) == pytest.approx(float(jnp.sum(exact ** 2)), rel=1e-12)
+    assert np.all(np.isnan(np.asarray(g)))
+    g_ok = jax.grad(lambda b: f(b, 100)[0])(b)
+    np.testing.assert_allclose(np.asarray(g_ok)[0], np.asarray(jnp.linalg.solve(A, 2 * exact[0])), rtol=1e-9)
 
 
 @pytest.mark.parametrize("adjoint", ["checkpoint", "discrete"])
