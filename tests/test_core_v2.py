@@ -310,16 +310,23 @@ def test_discrete_adjoint_equals_autodiff_and_central_differences(layout):
         solver.simulate(model, params, t_end=1.0, dt=0.5, method="rkl2", adjoint="discrete")
 
 
-def test_adjoint_tol_loosens_only_the_backward_solves():
-    """TRBDF2(adjoint_tol=...) stops the adjoint's two backward CG solves at their own tolerance: the
-    value is unchanged, the gradient moves by far less than the tolerance and it does move (the option
-    reaches the solves through simulate's rebuild for adjoint='discrete')."""
+def _one_factor_with_robin():
+    """A small tagged mesh, one factor with decay, region uptake, Robin and a decaying point source;
+    its region-means observer."""
     mesh = geometry.box_mesh([0, 0], [1, 1], 6, regions=REGIONS)
     disc = geometry.discretise(mesh)
     model = solver.Model(disc, sources=[solver.point_source(disc, [[0.4, 0.45]])])
     params = model.params(D=3e-3, decay=0.05, uptake=[0.0, 0.2], robin={model.boundaries[0]: 0.01},
                           sources=[solver.Exponential(rate=[2.0], k=0.2, start=0.0)])
     obs = solver.observe.region_means(model)
+    return model, params, obs
+
+
+def test_adjoint_tol_loosens_only_the_backward_solves():
+    """TRBDF2(adjoint_tol=...) stops the adjoint's two backward CG solves at their own tolerance: the
+    value is unchanged, the gradient moves by far less than the tolerance and it does move (the option
+    reaches the solves through simulate's rebuild for adjoint='discrete')."""
+    model, params, obs = _one_factor_with_robin()
 
     def loss(p, st):
         sol = solver.simulate(model, p, t_end=4.0, dt=0.25, save_at=[2.0, 4.0], method=st,
@@ -343,12 +350,7 @@ def test_unconverged_backward_solves_make_the_gradient_nan(case):
     JAX's derivative of a linear solve makes) that did not converge gives NaN, where a wrong finite
     number would pass unseen; the forward value stays finite with its status cg_failed, and the same
     gradients with converged solves are finite."""
-    mesh = geometry.box_mesh([0, 0], [1, 1], 6, regions=REGIONS)
-    disc = geometry.discretise(mesh)
-    model = solver.Model(disc, sources=[solver.point_source(disc, [[0.4, 0.45]])])
-    params = model.params(D=3e-3, decay=0.05, uptake=[0.0, 0.2], robin={model.boundaries[0]: 0.01},
-                          sources=[solver.Exponential(rate=[2.0], k=0.2, start=0.0)])
-    obs = solver.observe.region_means(model)
+    model, params, obs = _one_factor_with_robin()
 
     def loss(p, failing):
         maxiter = 1 if failing else 2000
