@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import steppers
+from .space import lead_ones
 from .steppers import AbstractStepper, _rhs
 
 #: longest grid axis solved by a dense inverse rather than the tridiagonal recurrence (line-invariant
@@ -53,9 +54,7 @@ def _line_invariant(space, sink) -> bool:
         return False
     if sink is None:
         return True
-    nd = len(space.shape)
-    shape = (1,) * max(0, nd + 1 - jnp.ndim(sink)) + tuple(jnp.shape(sink))
-    return all(s == 1 for s in shape[1:])
+    return all(s == 1 for s in lead_ones(sink, len(space.shape) + 1).shape[1:])
 
 
 def _line_inverse(n, alpha, beta, dtype):

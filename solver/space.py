@@ -7,6 +7,14 @@ import abc
 from typing import ClassVar
 
 import equinox as eqx
+import jax.numpy as jnp
+
+
+def lead_ones(x, ndim: int):
+    """x with unit axes in front up to rank ndim, so that it broadcasts against a field of that rank
+    as it stands (a 0-d x stays 0-d: it broadcasts already)."""
+    x = jnp.asarray(x)
+    return x.reshape((1,) * (ndim - x.ndim) + x.shape) if x.ndim else x
 
 
 class AbstractSpace(eqx.Module):
@@ -35,7 +43,7 @@ class AbstractSpace(eqx.Module):
         it), so L^T y = m L(y / m): a forward application, where JAX's own transpose of a mesh
         operator's gathers is a scatter-add (1.5-2x slower in reverse mode on CPU)."""
         m = self.cg_mass(y.dtype)
-        m = m.reshape((1,) * (y.ndim - m.ndim) + m.shape) if m.ndim else m
+        m = lead_ones(m, y.ndim)
         return m * self.apply(y / m, g)
 
     @abc.abstractmethod

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from .model import Model
 from .params import Params
 from .results import RESULTS, code, item
+from .space import lead_ones
 from .steppers import _linear_solve
 
 
@@ -59,7 +60,7 @@ def _steady(model: Model, params: Params, *, t, tol, maxiter) -> SteadyState:
     g = model.operator(params)
     shape = model.state_shape
     m = space.cg_mass(dtype)
-    m = m.reshape((1,) * (len(shape) - m.ndim) + m.shape) if m.ndim else m
+    m = lead_ones(m, len(shape))
     rate = jnp.zeros(shape, dtype)
     t = jnp.asarray(t, dtype)
     for src, prof in zip(model.sources, params.sources):

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
+from .space import lead_ones
+
 
 class StabilityError(ValueError):
     """A time step past an explicit scheme's stability limit."""
@@ -251,7 +253,7 @@ class CrankNicolson(AbstractStepper):
     def diffuse(self, space, g, c, h, f=None):
         tol = self.tol or (1e-10 if c.dtype == jnp.float64 else 1e-5)
         m = space.cg_mass(c.dtype)
-        m = m.reshape((1,) * (c.ndim - m.ndim) + m.shape) if m.ndim else m
+        m = lead_ones(m, c.ndim)
         diag = m * (1 + 0.5 * h * space.diagonal(g))
         diag = jnp.broadcast_to(diag, c.shape)
 
@@ -302,7 +304,7 @@ def _trbdf2_matrix(space, g, c, h):
     w = math.sqrt(2.0) / 4.0
     dh = d * h
     m = space.cg_mass(c.dtype)
-    m = m.reshape((1,) * (c.ndim - m.ndim) + m.shape) if m.ndim else m
+    m = lead_ones(m, c.ndim)
     diag = jnp.broadcast_to(m * (1 + dh * space.diagonal(g)), c.shape)
     return dh, h * w, m, (lambda x: m * (x - dh * space.apply(x, g))), diag
 
@@ -340,7 +342,8 @@ def _adjoint_bwd(residuals, grad_obj, perturbed, vjp_arg, space, h, guess1, tol,
     mu1, (_, ok1) = _pcg(A, bar1 + hw / dh * m * mu2, diag, adjoint_tol, maxiter, None)
     # a backward solve that did not converge makes every cotangent of the step NaN: a gradient has no
     # status to carry the failure, and a NaN gradient stops an optimiser where a wrong one would not
-    y1, y2 = _poison(dh * m * mu1, ok1 & ok2), _poison(dh * m * mu2, ok1 & ok2)
+    ok = ok1 & ok2
+    y1, y2 = _poison(dh * m * mu1, ok), _poison(dh * m * mu2, ok)
     # d/dx of apply(x, g) is L^T, applied as m L(y / m) (self-adjoint in the m inner product: gathers,
     # not JAX's scatter-add transpose); d/dg is bilinear, one vjp with x fixed
     _, vjp1 = jax.vjp(lambda gg: space.apply(d1 + 2 * c, gg), g)
@@ -396,7 +399,7 @@ class TRBDF2(AbstractStepper):
         d = 0.5 * self.GAMMA                  # = (1 - gamma) / (2 - gamma)
         w = math.sqrt(2.0) / 4.0               # = (1 - d) / 2
         m = space.cg_mass(c.dtype)
-        m = m.reshape((1,) * (c.ndim - m.ndim) + m.shape) if m.ndim else m
+        m = lead_ones(m, c.ndim)
         dh = d * h
         diag = jnp.broadcast_to(m * (1 + dh * space.diagonal(g)), c.shape)
 
